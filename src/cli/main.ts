@@ -1,0 +1,239 @@
+#!/usr/bin/env node
+import { Command, Option } from 'commander';
+import { seedDemo } from '../commerce/demo.js';
+import { createShop, describeShop, listShops, setShopSettings } from '../commerce/shops.js';
+import { ConfigError, loadConfig, readDotEnv, type Config } from '../config.js';
+import { migrateDown, migrateToLatest, migrationStatus, openDatabase } from '../db/index.js';
+import { KessaiError } from '../errors.js';
+import { listAlerts, listJobs, retryJob } from '../jobs/admin.js';
+import { createRuntime, createServer, startWorker, type Runtime } from '../runtime.js';
+
+/*
+ * `kessai`: every command reads the same validated configuration (environment and .env) and
+ * prints one clear line per problem when it is wrong.
+ */
+
+function config(overrides: Partial<Record<string, string>> = {}): Config {
+  readDotEnv(process.env);
+  const env = { ...process.env };
+  for (const [k, v] of Object.entries(overrides)) if (v !== undefined) env[k] = v;
+  return loadConfig(env);
+}
+
+async function withRuntime<T>(fn: (rt: Runtime) => Promise<T>, overrides: Partial<Record<string, string>> = {}): Promise<T> {
+  const rt = await createRuntime(config(overrides));
+  try {
+    return await fn(rt);
+  } finally {
+    await rt.close();
+  }
+}
+
+function print(value: unknown): void {
+  process.stdout.write(`${typeof value === 'string' ? value : JSON.stringify(value, null, 2)}\n`);
+}
+
+async function serve(opts: { port?: string; worker?: boolean; seed?: boolean }): Promise<void> {
+  const cfg = config({ PORT: opts.port });
+  const rt = await createRuntime(cfg);
+  for (const w of cfg.warnings) rt.ctx.log.warn(w);
+  if (opts.seed) {
+    const created = await seedDemo(rt.ctx);
+    if (created.length > 0) rt.ctx.log.info({ created }, 'demo data created');
+  }
+  const app = await createServer(rt);
+  await app.listen({ port: cfg.port, host: cfg.host });
+  const worker = opts.worker !== false && cfg.inProcessWorker ? startWorker(rt) : undefined;
+  const base = cfg.publicUrl;
+  const lines = [
+    '',
+    `kessai is running (${rt.ctx.engine}${cfg.engine === 'sqlite' ? `: ${cfg.databaseUrl}` : ''}${worker ? ', in-process worker' : ''})`,
+    `  shop       ${base}/`,
+    `  API docs   ${base}/docs`,
+    `  health     ${base}/healthz  ${base}/readyz  ${base}/metrics`,
+  ];
+  if (cfg.sandbox) lines.push(`  sandbox    ${base}/sandbox/testpay (test gateway); mails are written to ${cfg.dataDir}/mail`);
+  if (cfg.sandbox && !process.env.KESSAI_ADMIN_TOKEN) lines.push(`  operator   Authorization: Bearer ${cfg.adminToken}`);
+  process.stdout.write(`${lines.join('\n')}\n\n`);
+
+  let closing = false;
+  const shutdown = async (signal: string) => {
+    if (closing) return;
+    closing = true;
+    rt.ctx.log.info({ signal }, 'shutting down');
+    await app.close();
+    await worker?.stop();
+    await rt.close();
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+}
+
+export function program(): Command {
+  const cli = new Command('kessai')
+    .description('Commerce backend for Japanese web shops: SBPS, atone and KOMOJU payments, charts, serial codes, mail.')
+    .showHelpAfterError();
+
+  cli
+    .command('serve')
+    .description('run the HTTP server (and, unless KESSAI_WORKER=off, the job worker in the same process)')
+    .option('-p, --port <port>', 'port to listen on (default: PORT or 3000)')
+    .option('--no-worker', 'do not run jobs in this process (run `kessai worker` separately)')
+    .action((opts: { port?: string; worker?: boolean }) => serve(opts));
+
+  cli
+    .command('start')
+    .description('what `npm start` runs: migrate, create the demo shop if missing, serve with the sandbox')
+    .option('-p, --port <port>', 'port to listen on')
+    .action(async (opts: { port?: string }) => {
+      const cfg = config({ PORT: opts.port });
+      const handle = openDatabase(cfg.databaseUrl);
+      await migrateToLatest(handle.db);
+      await handle.close();
+      await serve({ ...opts, seed: true });
+    });
+
+  cli
+    .command('worker')
+    .description('run the outbox job worker and schedules without the HTTP server (scale-out)')
+    .option('--once', 'run the jobs that are due now, then exit')
+    .option('--concurrency <n>', 'jobs run at the same time', '4')
+    .action(async (opts: { once?: boolean; concurrency: string }) => {
+      const rt = await createRuntime(config());
+      for (const w of rt.ctx.config.warnings) rt.ctx.log.warn(w);
+      const concurrency = Number.parseInt(opts.concurrency, 10);
+      if (opts.once) {
+        const { Dispatcher } = await import('../jobs/dispatcher.js');
+        const dispatcher = new Dispatcher(rt.ctx, rt.jobs, { concurrency });
+        let total = 0;
+        for (let n = await dispatcher.runOnce(); n > 0; n = await dispatcher.runOnce()) total += n;
+        print(`ran ${total} job(s)`);
+        await rt.close();
+        return;
+      }
+      const worker = startWorker(rt, { concurrency });
+      rt.ctx.log.info('worker started');
+      const stop = async () => {
+        await worker.stop();
+        await rt.close();
+        process.exit(0);
+      };
+      process.on('SIGINT', () => void stop());
+      process.on('SIGTERM', () => void stop());
+    });
+
+  cli
+    .command('migrate')
+    .description('apply (up), undo the last (down) or list (status) database migrations')
+    .addArgument(new Command().createArgument('[direction]', 'up | down | status').choices(['up', 'down', 'status']).default('up'))
+    .action(async (direction: 'up' | 'down' | 'status') => {
+      const handle = openDatabase(config().databaseUrl);
+      try {
+        if (direction === 'status') {
+          for (const m of await migrationStatus(handle.db)) print(`${m.executedAt ? 'applied' : 'pending'}  ${m.name}${m.executedAt ? `  ${m.executedAt.toISOString()}` : ''}`);
+        } else {
+          const names = direction === 'up' ? await migrateToLatest(handle.db) : await migrateDown(handle.db);
+          print(names.length > 0 ? `${direction === 'up' ? 'applied' : 'reverted'}: ${names.join(', ')}` : 'nothing to do');
+        }
+      } finally {
+        await handle.close();
+      }
+    });
+
+  cli
+    .command('seed-demo')
+    .description('create the demo shop "default" with demo-cd, demo-serial and demo-ticket (idempotent)')
+    .action(() =>
+      withRuntime(async (rt) => {
+        const created = await seedDemo(rt.ctx);
+        print(created.length > 0 ? `created: ${created.join(', ')}` : 'demo data already present');
+      }),
+    );
+
+  const shop = cli.command('shop').description('shops and their gateway settings');
+  shop
+    .command('create <id>')
+    .description('create a shop')
+    .requiredOption('--name <name>', 'shop name shown to customers')
+    .action((id: string, opts: { name: string }) =>
+      withRuntime(async (rt) => {
+        await createShop(rt.ctx, { id, name: opts.name });
+        print(`shop ${id} created`);
+      }),
+    );
+  shop
+    .command('list')
+    .description('list shops')
+    .action(() => withRuntime(async (rt) => print((await listShops(rt.ctx)).map((s) => `${s.id}\t${s.name}`).join('\n') || 'no shops')));
+  shop
+    .command('show <id>')
+    .description('show a shop\'s settings (secrets masked) and where each value comes from')
+    .action((id: string) =>
+      withRuntime(async (rt) => {
+        const view = await describeShop(rt.ctx, id);
+        print(`${view.id}\t${view.name}`);
+        for (const s of view.settings) print(`  ${s.key.padEnd(22)} ${String(s.value ?? '-').padEnd(24)} ${s.source}`);
+      }),
+    );
+  shop
+    .command('set <id> <key=value...>')
+    .description('set settings (an empty value clears one), e.g. `kessai shop set default sbps.merchantId=30132 sbps.hashKey=…`')
+    .action((id: string, pairs: string[]) =>
+      withRuntime(async (rt) => {
+        const values: Record<string, string> = {};
+        for (const pair of pairs) {
+          const eq = pair.indexOf('=');
+          if (eq <= 0) throw new KessaiError('invalid_input', `"${pair}" is not key=value`);
+          values[pair.slice(0, eq)] = pair.slice(eq + 1);
+        }
+        await setShopSettings(rt.ctx, id, values);
+        print(`shop ${id}: set ${Object.keys(values).join(', ')}`);
+      }),
+    );
+
+  const jobs = cli.command('jobs').description('outbox jobs and alerts');
+  jobs
+    .command('list')
+    .description('list jobs, e.g. `kessai jobs list --state dead`')
+    .addOption(new Option('--state <state>', 'job state').choices(['pending', 'running', 'done', 'dead']))
+    .option('--kind <kind>', 'job kind')
+    .action((opts: { state?: 'pending' | 'running' | 'done' | 'dead'; kind?: string }) =>
+      withRuntime(async (rt) => {
+        const rows = await listJobs(rt.ctx.db, opts);
+        print(rows.map((j) => `${j.id}\t${j.kind}\t${j.state}\tattempts=${j.attempts}\t${j.last_error ?? ''}`).join('\n') || 'no jobs');
+      }),
+    );
+  jobs
+    .command('retry <id>')
+    .description('run a dead job again')
+    .action((id: string) =>
+      withRuntime(async (rt) => {
+        if (!(await retryJob(rt.ctx.db, id))) throw new KessaiError('not_retryable', `job ${id} does not exist or is running or done`);
+        print(`job ${id} queued again`);
+      }),
+    );
+  jobs
+    .command('alerts')
+    .description('open alerts for the operator')
+    .action(() =>
+      withRuntime(async (rt) => {
+        const rows = await listAlerts(rt.ctx.db, { open: true });
+        print(rows.map((a) => `${a.created_at}\t${a.kind}\t${a.message}`).join('\n') || 'no open alerts');
+      }),
+    );
+  return cli;
+}
+
+program()
+  .parseAsync(process.argv)
+  .catch((error: unknown) => {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`kessai: ${error.message}\n`);
+    } else if (error instanceof KessaiError) {
+      process.stderr.write(`kessai: ${error.message}\n`);
+    } else {
+      process.stderr.write(`kessai: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    }
+    process.exit(1);
+  });

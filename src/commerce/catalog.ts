@@ -1,0 +1,141 @@
+import { z } from 'zod';
+import type { Context } from '../context.js';
+import { KessaiError, notFound, parseInput } from '../errors.js';
+import { newId, nowIso } from '../ids.js';
+
+export const PRODUCT_KINDS = ['physical', 'serial_code', 'ticket'] as const;
+export type ProductKind = (typeof PRODUCT_KINDS)[number];
+
+/** JAN (GTIN-13 or GTIN-8): the chart agencies key sales by it, so a wrong check digit is refused. */
+export function isValidJan(code: string): boolean {
+  if (!/^(\d{8}|\d{13})$/.test(code)) return false;
+  const digits = [...code].map(Number);
+  const check = digits.pop()!;
+  const sum = digits.reverse().reduce((acc, d, i) => acc + d * (i % 2 === 0 ? 3 : 1), 0);
+  return (10 - (sum % 10)) % 10 === check;
+}
+
+const codeSchema = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9-]{0,63}$/, { error: 'must be 1–64 lower-case letters, digits or -' });
+
+export const productInput = z.strictObject({
+  code: codeSchema,
+  name: z.string().trim().min(1, { error: 'must not be empty' }).max(200),
+  kind: z.enum(PRODUCT_KINDS, { error: `must be one of ${PRODUCT_KINDS.join(', ')}` }),
+  description: z.string().max(10_000).default(''),
+  janCode: z
+    .string()
+    .refine(isValidJan, { error: 'must be a JAN code (8 or 13 digits with a valid check digit)' })
+    .nullable()
+    .default(null),
+  chartEligible: z.boolean().default(false),
+  taxRate: z.union([z.literal(10), z.literal(8)], { error: 'must be 10 or 8 (per cent)' }).default(10),
+  price: z.number().int({ error: 'must be whole yen' }).min(0).max(10_000_000, { error: 'must be at most 10,000,000 yen' }),
+  stock: z.number().int({ error: 'must be a whole number' }).min(0).max(10_000_000),
+});
+export type ProductInput = z.input<typeof productInput>;
+
+/** Creates a product with its one SKU (same code); prices are yen, tax included. */
+export async function createProduct(ctx: Context, shopId: string, input: ProductInput): Promise<{ productId: string; skuId: string }> {
+  const p = parseInput(productInput, input);
+  if (p.chartEligible && !p.janCode) {
+    throw new KessaiError('invalid_input', 'invalid input: janCode: a chart-eligible product needs a JAN code', 400, [
+      { field: 'janCode', reason: 'a chart-eligible product needs a JAN code' },
+    ]);
+  }
+  const shop = await ctx.db.selectFrom('shops').select('id').where('id', '=', shopId).executeTakeFirst();
+  if (!shop) throw notFound('shop', shopId);
+  const productId = newId('prd');
+  const skuId = newId('sku');
+  const now = nowIso();
+  await ctx.db.transaction().execute(async (tx) => {
+    const taken = await tx
+      .selectFrom('products')
+      .select('id')
+      .where('shop_id', '=', shopId)
+      .where('code', '=', p.code)
+      .executeTakeFirst();
+    if (taken) throw new KessaiError('product_exists', `product "${p.code}" already exists in shop "${shopId}"`, 409);
+    await tx
+      .insertInto('products')
+      .values({
+        id: productId,
+        shop_id: shopId,
+        code: p.code,
+        name: p.name,
+        kind: p.kind,
+        description: p.description,
+        jan_code: p.janCode,
+        chart_eligible: p.chartEligible ? 1 : 0,
+        tax_rate: p.taxRate,
+        active: 1,
+        created_at: now,
+      })
+      .execute();
+    await tx
+      .insertInto('skus')
+      .values({ id: skuId, shop_id: shopId, product_id: productId, code: p.code, name: p.name, price: p.price, on_hand: p.stock, reserved: 0, created_at: now })
+      .execute();
+  });
+  return { productId, skuId };
+}
+
+export interface CatalogItem {
+  code: string;
+  name: string;
+  kind: ProductKind;
+  description: string;
+  janCode: string | null;
+  chartEligible: boolean;
+  taxRate: number;
+  price: number;
+  available: number;
+}
+
+function catalogQuery(ctx: Context, shopId: string) {
+  return ctx.db
+    .selectFrom('products')
+    .innerJoin('skus', 'skus.product_id', 'products.id')
+    .select([
+      'products.code',
+      'products.name',
+      'products.kind',
+      'products.description',
+      'products.jan_code',
+      'products.chart_eligible',
+      'products.tax_rate',
+      'skus.price',
+      'skus.on_hand',
+      'skus.reserved',
+    ])
+    .where('products.shop_id', '=', shopId)
+    .where('products.active', '=', 1);
+}
+
+type CatalogRow = Awaited<ReturnType<ReturnType<typeof catalogQuery>['executeTakeFirstOrThrow']>>;
+
+function toItem(r: CatalogRow): CatalogItem {
+  return {
+    code: r.code,
+    name: r.name,
+    kind: r.kind,
+    description: r.description,
+    janCode: r.jan_code,
+    chartEligible: r.chart_eligible === 1,
+    taxRate: r.tax_rate,
+    price: r.price,
+    available: r.on_hand - r.reserved,
+  };
+}
+
+export async function listProducts(ctx: Context, shopId: string): Promise<CatalogItem[]> {
+  const rows = await catalogQuery(ctx, shopId).orderBy('products.created_at').orderBy('products.code').execute();
+  return rows.map(toItem);
+}
+
+export async function getProduct(ctx: Context, shopId: string, code: string): Promise<CatalogItem> {
+  const row = await catalogQuery(ctx, shopId).where('products.code', '=', code).executeTakeFirst();
+  if (!row) throw notFound('product', code);
+  return toItem(row);
+}

@@ -1,0 +1,28 @@
+import type { Context } from '../context.js';
+import { createProduct, type ProductInput } from './catalog.js';
+import { createShop, DEFAULT_SHOP_ID, setShopSettings, shopExists } from './shops.js';
+
+/** The demo shop `npm start` serves: one product of each kind, with stock. */
+export const DEMO_PRODUCTS: ProductInput[] = [
+  { code: 'demo-cd', name: 'デモ シングルCD「決済の歌」', kind: 'physical', description: 'A CD single with a JAN code, reported to the charts.', janCode: '4988001234562', chartEligible: true, taxRate: 10, price: 1320, stock: 100 },
+  { code: 'demo-serial', name: 'デモ シリアルコード（特典会参加券）', kind: 'serial_code', description: 'A serial code delivered after payment.', taxRate: 10, price: 1500, stock: 500 },
+  { code: 'demo-ticket', name: 'デモ ライブチケット 2026/12/24 東京', kind: 'ticket', description: 'An event ticket; stock is the remaining seats.', taxRate: 10, price: 6800, stock: 200 },
+];
+
+/** Creates what is missing of the demo shop; running it twice changes nothing. */
+export async function seedDemo(ctx: Context): Promise<string[]> {
+  const done: string[] = [];
+  if (!(await shopExists(ctx, DEFAULT_SHOP_ID))) {
+    await createShop(ctx, { id: DEFAULT_SHOP_ID, name: 'kessai デモショップ' });
+    done.push(`shop ${DEFAULT_SHOP_ID}`);
+  }
+  for (const product of DEMO_PRODUCTS) {
+    const exists = await ctx.db.selectFrom('products').select('id').where('shop_id', '=', DEFAULT_SHOP_ID).where('code', '=', product.code).executeTakeFirst();
+    if (!exists) {
+      await createProduct(ctx, DEFAULT_SHOP_ID, product);
+      done.push(`product ${product.code}`);
+    }
+  }
+  if (ctx.config.sandbox) await setShopSettings(ctx, DEFAULT_SHOP_ID, { 'testpay.enabled': 'true' });
+  return done;
+}

@@ -1,0 +1,430 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { sql } from 'kysely';
+import { z } from 'zod';
+import type { Context } from '../context.js';
+import { forUpdate, type Tx } from '../db/index.js';
+import type { Order } from '../db/schema.js';
+import { KessaiError, notFound, parseInput, type FieldProblem, invalid } from '../errors.js';
+import { newId, newSecret, nowIso } from '../ids.js';
+import { enqueue } from '../jobs/outbox.js';
+import { applyOrderEvent, type OrderSnapshot } from './decide.js';
+import type { OrderEffect, OrderEvent, OrderState } from './order-machine.js';
+
+export const PREFECTURES = [
+  '北海道', '青森県', '岩手県', '宮城県', '秋田県', '山形県', '福島県', '茨城県', '栃木県', '群馬県', '埼玉県', '千葉県',
+  '東京都', '神奈川県', '新潟県', '富山県', '石川県', '福井県', '山梨県', '長野県', '岐阜県', '静岡県', '愛知県', '三重県',
+  '滋賀県', '京都府', '大阪府', '兵庫県', '奈良県', '和歌山県', '鳥取県', '島根県', '岡山県', '広島県', '山口県', '徳島県',
+  '香川県', '愛媛県', '高知県', '福岡県', '佐賀県', '長崎県', '熊本県', '大分県', '宮崎県', '鹿児島県', '沖縄県',
+] as const;
+
+/** The largest order kessai takes: amounts are stored as 32-bit integers with headroom. */
+export const MAX_ORDER_TOTAL = 100_000_000;
+
+const nonEmpty = (max: number) => z.string().trim().min(1, { error: 'must not be empty' }).max(max, { error: `must be at most ${max} characters` });
+const phone = z
+  .string()
+  .transform((s) => s.replace(/[-‐－ー\s]/g, ''))
+  .pipe(z.string().regex(/^0\d{9,10}$/, { error: 'must be a Japanese phone number such as 03-1234-5678' }));
+
+export const addressInput = z.strictObject({
+  name: nonEmpty(100),
+  postcode: z
+    .string()
+    .transform((s) => s.replace(/[-‐－\s]/g, ''))
+    .pipe(z.string().regex(/^\d{7}$/, { error: 'must be a 7-digit postcode such as 100-0001' })),
+  prefecture: z.enum(PREFECTURES, { error: 'must be one of the 47 prefectures, written as 東京都, 大阪府, 北海道 …' }),
+  city: nonEmpty(100),
+  line1: nonEmpty(200),
+  line2: z.string().trim().max(200).optional(),
+  phone,
+});
+
+export const orderInput = z.strictObject({
+  shop: z.string().min(1, { error: 'must not be empty' }).max(40),
+  customer: z.strictObject({
+    email: z.email({ error: 'must be an email address' }).max(254),
+    name: nonEmpty(100),
+    nameKana: z.string().trim().max(100).optional(),
+    phone: phone.optional(),
+  }),
+  shippingAddress: addressInput.optional(),
+  lines: z
+    .array(
+      z.strictObject({
+        sku: z.string().min(1, { error: 'must not be empty' }).max(64),
+        quantity: z
+          .number({ error: 'must be a number' })
+          .int({ error: 'must be a whole number' })
+          .min(1, { error: 'must be at least 1' })
+          .max(99, { error: 'must be at most 99' }),
+      }),
+    )
+    .min(1, { error: 'must contain at least one line' })
+    .max(50, { error: 'must contain at most 50 lines' }),
+  payment: z.strictObject({
+    provider: z.string().min(1, { error: 'must not be empty' }).max(20),
+    method: z.string().min(1).max(30).optional(),
+  }),
+});
+export type OrderInput = z.input<typeof orderInput>;
+
+export function hashToken(token: string): string {
+  return createHash('sha256').update(token).digest('hex');
+}
+
+/** A number a customer can read out on the phone: K + JST date + 6 characters. */
+function orderNumber(now: Date): string {
+  const jst = new Date(now.getTime() + 9 * 3600_000).toISOString();
+  const date = jst.slice(2, 10).replace(/-/g, '');
+  const alphabet = '23456789ABCDEFGHJKLMNPQRSTUVWXYZ';
+  const suffix = [...randomBytes(6)].map((b) => alphabet[b % alphabet.length]).join('');
+  return `K${date}-${suffix}`;
+}
+
+/** Tax included in a tax-inclusive amount, rounded down once per rate (the invoice rule). */
+export function includedTax(amount: number, rate: number): number {
+  return Math.floor((amount * rate) / (100 + rate));
+}
+
+export interface CreatedOrder {
+  order: Order;
+  token: string;
+  attemptId: string;
+}
+
+/**
+ * Creates the order, its lines and address, reserves stock and opens the first payment attempt in
+ * one transaction. Stock is reserved with a conditional UPDATE per SKU: the database decides, so two
+ * checkouts can never both take the last unit, and a failure anywhere rolls everything back.
+ */
+export async function createOrder(ctx: Context, input: unknown): Promise<CreatedOrder> {
+  const o = parseInput(orderInput, input);
+  // One line per SKU: two lines of the same SKU must be checked against stock together.
+  const wanted = new Map<string, number>();
+  for (const line of o.lines) wanted.set(line.sku, (wanted.get(line.sku) ?? 0) + line.quantity);
+
+  const now = new Date();
+  const token = newSecret();
+  const orderId = newId('ord');
+  const attemptId = newId('pay');
+  const number = orderNumber(now);
+  const expiresAt = nowIso(new Date(now.getTime() + ctx.config.reservationTtlSeconds * 1000));
+
+  const order = await ctx.db.transaction().execute(async (tx) => {
+    const shop = await tx.selectFrom('shops').select('id').where('id', '=', o.shop).executeTakeFirst();
+    if (!shop) throw invalid([{ field: 'shop', reason: `shop "${o.shop}" does not exist` }]);
+    const skus = await tx
+      .selectFrom('skus')
+      .innerJoin('products', 'products.id', 'skus.product_id')
+      .select(['skus.id', 'skus.code', 'skus.price', 'products.name', 'products.kind', 'products.jan_code', 'products.tax_rate'])
+      .where('skus.shop_id', '=', o.shop)
+      .where('skus.code', 'in', [...wanted.keys()])
+      .where('products.active', '=', 1)
+      .execute();
+    const byCode = new Map(skus.map((s) => [s.code, s]));
+    const unknown: FieldProblem[] = o.lines.flatMap((l, i) =>
+      byCode.has(l.sku) ? [] : [{ field: `lines.${i}.sku`, reason: `no product "${l.sku}" in shop "${o.shop}"` }],
+    );
+    if (unknown.length > 0) throw invalid(unknown);
+    const needsShipping = skus.some((s) => s.kind === 'physical');
+    if (needsShipping && !o.shippingAddress) {
+      throw invalid([{ field: 'shippingAddress', reason: 'is required when the order contains a physical product' }]);
+    }
+
+    const lines = [...wanted].map(([code, quantity]) => {
+      const s = byCode.get(code)!;
+      return { sku: s, quantity, amount: s.price * quantity };
+    });
+    const subtotal = lines.reduce((sum, l) => sum + l.amount, 0);
+    const shippingFee = 0;
+    const total = subtotal + shippingFee;
+    if (total > MAX_ORDER_TOTAL) throw invalid([{ field: 'lines', reason: `order total ${total} yen exceeds ${MAX_ORDER_TOTAL} yen` }]);
+    const byRate = (rate: number) => lines.filter((l) => l.sku.tax_rate === rate).reduce((sum, l) => sum + l.amount, 0);
+
+    for (const l of lines) {
+      const reserved = await tx
+        .updateTable('skus')
+        .set({ reserved: sql`reserved + ${l.quantity}` })
+        .where('id', '=', l.sku.id)
+        .where(sql<boolean>`on_hand - reserved >= ${l.quantity}`)
+        .executeTakeFirst();
+      if (Number(reserved.numUpdatedRows) !== 1) {
+        throw new KessaiError('out_of_stock', `not enough stock for "${l.sku.code}" (wanted ${l.quantity})`, 409, [
+          { field: `lines.${o.lines.findIndex((x) => x.sku === l.sku.code)}.quantity`, reason: 'exceeds the stock available' },
+        ]);
+      }
+    }
+
+    const customerId = newId('cus');
+    const at = nowIso(now);
+    await tx
+      .insertInto('customers')
+      .values({ id: customerId, shop_id: o.shop, email: o.customer.email, name: o.customer.name, name_kana: o.customer.nameKana ?? null, phone: o.customer.phone ?? null, password_hash: null, email_verified_at: null, created_at: at })
+      .execute();
+    const row: Order = {
+      id: orderId,
+      shop_id: o.shop,
+      number,
+      token_hash: hashToken(token),
+      customer_id: customerId,
+      email: o.customer.email,
+      state: 'pending_payment',
+      subtotal,
+      shipping_fee: shippingFee,
+      total,
+      tax_10: includedTax(byRate(10), 10),
+      tax_8: includedTax(byRate(8), 8),
+      current_attempt_id: attemptId,
+      fulfilled: 0,
+      stock_committed: 0,
+      stock_released: 0,
+      hold_reason: null,
+      expires_at: expiresAt,
+      created_at: at,
+      updated_at: at,
+    };
+    await tx.insertInto('orders').values(row).execute();
+    await tx
+      .insertInto('order_lines')
+      .values(lines.map((l) => ({ id: newId('oln'), order_id: orderId, sku_id: l.sku.id, product_kind: l.sku.kind, name: l.sku.name, jan_code: l.sku.jan_code, unit_price: l.sku.price, quantity: l.quantity, tax_rate: l.sku.tax_rate, amount: l.amount })))
+      .execute();
+    await tx
+      .insertInto('reservations')
+      .values(lines.map((l) => ({ id: newId('rsv'), order_id: orderId, sku_id: l.sku.id, quantity: l.quantity, state: 'held' as const, expires_at: expiresAt, created_at: at, updated_at: at })))
+      .execute();
+    if (o.shippingAddress) {
+      const a = o.shippingAddress;
+      await tx
+        .insertInto('order_addresses')
+        .values({ order_id: orderId, kind: 'shipping', name: a.name, postcode: a.postcode, prefecture: a.prefecture, city: a.city, line1: a.line1, line2: a.line2 ?? null, phone: a.phone })
+        .execute();
+    }
+    await insertAttempt(tx, { id: attemptId, order: row, provider: o.payment.provider, method: o.payment.method ?? null, seq: 1 });
+    await recordChange(tx, 'order', orderId, null, 'pending_payment', 'checkout');
+    await enqueue(tx, { kind: 'order.expire', payload: { orderId }, dedupeKey: `order.expire:${orderId}`, runAt: new Date(expiresAt) });
+    return row;
+  });
+  return { order, token, attemptId };
+}
+
+async function insertAttempt(tx: Tx, a: { id: string; order: Order; provider: string; method: string | null; seq: number }): Promise<void> {
+  const at = nowIso();
+  await tx
+    .insertInto('payment_attempts')
+    .values({
+      id: a.id,
+      order_id: a.order.id,
+      shop_id: a.order.shop_id,
+      provider: a.provider,
+      method: a.method,
+      // Unique per attempt: gateways refuse a reused order id, and an old attempt's late
+      // notification must be told apart from the current one.
+      merchant_ref: `${a.order.number}-${a.seq}`,
+      state: 'pending',
+      amount: a.order.total,
+      captured_amount: 0,
+      refunded_amount: 0,
+      gateway_ref: null,
+      details: '{}',
+      created_at: at,
+      updated_at: at,
+    })
+    .execute();
+  await recordChange(tx, 'payment', a.id, null, 'pending', 'attempt opened');
+}
+
+/**
+ * Opens a new payment attempt on an order still waiting for payment (after a decline, or to pay
+ * another way). The previous attempt stays on record; its late facts are recognised as stale.
+ */
+export async function openAttempt(ctx: Context, orderId: string, payment: { provider: string; method?: string }): Promise<string> {
+  return ctx.db.transaction().execute(async (tx) => {
+    const order = await lockOrder(ctx, tx, orderId);
+    if (order.state !== 'pending_payment') {
+      throw new KessaiError('order_not_payable', `order ${order.number} is ${order.state}; only an order waiting for payment takes a new attempt`, 409);
+    }
+    const count = await tx
+      .selectFrom('payment_attempts')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('order_id', '=', orderId)
+      .executeTakeFirstOrThrow();
+    const id = newId('pay');
+    await insertAttempt(tx, { id, order, provider: payment.provider, method: payment.method ?? null, seq: Number(count.n) + 1 });
+    await tx.updateTable('orders').set({ current_attempt_id: id, updated_at: nowIso() }).where('id', '=', orderId).execute();
+    return id;
+  });
+}
+
+export async function lockOrder(ctx: Context, tx: Tx, orderId: string): Promise<Order> {
+  const order = await forUpdate(ctx.engine, tx.selectFrom('orders').selectAll().where('id', '=', orderId)).executeTakeFirst();
+  if (!order) throw notFound('order', orderId);
+  return order;
+}
+
+export async function recordChange(tx: Tx, entity: 'order' | 'payment', id: string, from: string | null, to: string, cause: string): Promise<void> {
+  await tx.insertInto('state_changes').values({ id: newId('chg'), entity, entity_id: id, from_state: from, to_state: to, cause, at: nowIso() }).execute();
+}
+
+export function orderSnapshot(order: Order): OrderSnapshot {
+  return {
+    state: order.state as OrderState,
+    total: order.total,
+    fulfilled: order.fulfilled === 1,
+    stockCommitted: order.stock_committed === 1,
+    stockReleased: order.stock_released === 1,
+  };
+}
+
+/** Events an operator may apply by hand; money moves go through the gateway instead. */
+export const OPERATOR_EVENTS = ['ship', 'complete', 'release_to_paid', 'release_to_cancelled'] as const satisfies readonly OrderEvent[];
+export type OperatorEvent = (typeof OPERATOR_EVENTS)[number];
+
+export async function operatorEvent(ctx: Context, orderRef: string, event: OperatorEvent, who: string): Promise<Order> {
+  const found = await findOrder(ctx, orderRef);
+  return ctx.db.transaction().execute(async (tx) => {
+    const order = await lockOrder(ctx, tx, found.id);
+    const t = applyOrderEvent(orderSnapshot(order), event);
+    if (!t.ok) throw new KessaiError('invalid_transition', t.reason, 409);
+    const holdReason = event.startsWith('release_') ? null : undefined;
+    await applyOrderChange(tx, order, { ...t.order, holdReason }, t.effects, `${event} by ${who}`);
+    return (await tx.selectFrom('orders').selectAll().where('id', '=', order.id).executeTakeFirstOrThrow());
+  });
+}
+
+export interface OrderChange {
+  state: OrderState;
+  fulfilled: boolean;
+  stockCommitted: boolean;
+  stockReleased: boolean;
+  holdReason?: string | null;
+}
+
+/**
+ * Writes an order's new state and carries out its effects inside the caller's transaction: stock
+ * moves now (they are database rows), anything that talks to the outside world goes to the outbox.
+ */
+export async function applyOrderChange(tx: Tx, order: Order, next: OrderChange, effects: readonly OrderEffect[], cause: string): Promise<void> {
+  const at = nowIso();
+  if (effects.includes('commit_stock')) {
+    const held = await tx.selectFrom('reservations').selectAll().where('order_id', '=', order.id).where('state', '=', 'held').execute();
+    for (const r of held) {
+      await tx
+        .updateTable('skus')
+        .set({ on_hand: sql`on_hand - ${r.quantity}`, reserved: sql`reserved - ${r.quantity}` })
+        .where('id', '=', r.sku_id)
+        .execute();
+    }
+    await tx.updateTable('reservations').set({ state: 'committed', updated_at: at }).where('order_id', '=', order.id).where('state', '=', 'held').execute();
+  }
+  if (effects.includes('release_stock')) {
+    const held = await tx.selectFrom('reservations').selectAll().where('order_id', '=', order.id).where('state', '=', 'held').execute();
+    for (const r of held) {
+      await tx.updateTable('skus').set({ reserved: sql`reserved - ${r.quantity}` }).where('id', '=', r.sku_id).execute();
+    }
+    await tx.updateTable('reservations').set({ state: 'released', updated_at: at }).where('order_id', '=', order.id).where('state', '=', 'held').execute();
+  }
+  const mails: Partial<Record<OrderEffect, string>> = {
+    notify_paid: 'order_paid',
+    notify_payment_instructions: 'payment_instructions',
+    notify_refund: 'refund',
+    notify_cancelled: 'order_cancelled',
+  };
+  for (const effect of effects) {
+    const template = mails[effect];
+    if (template) {
+      // Refunds can happen several times; the others once per order.
+      const dedupeKey = template === 'refund' ? undefined : `mail:${template}:${order.id}`;
+      await enqueue(tx, { kind: 'mail.send', payload: { template, orderId: order.id }, dedupeKey });
+    }
+  }
+  if (effects.includes('alert_hold')) {
+    await tx
+      .insertInto('alerts')
+      .values({ id: newId('alr'), kind: 'order_on_hold', message: `order ${order.number} is on hold: ${next.holdReason ?? cause}`, ref: order.id, created_at: at, resolved_at: null })
+      .execute();
+  }
+  await tx
+    .updateTable('orders')
+    .set({
+      state: next.state,
+      fulfilled: next.fulfilled ? 1 : 0,
+      stock_committed: next.stockCommitted ? 1 : 0,
+      stock_released: next.stockReleased ? 1 : 0,
+      hold_reason: next.holdReason === undefined ? order.hold_reason : next.holdReason,
+      updated_at: at,
+    })
+    .where('id', '=', order.id)
+    .execute();
+  if (next.state !== order.state) await recordChange(tx, 'order', order.id, order.state, next.state, cause);
+}
+
+export interface CustomerOrderView {
+  number: string;
+  state: string;
+  email: string;
+  subtotal: number;
+  shippingFee: number;
+  total: number;
+  tax: { rate10: number; rate8: number };
+  createdAt: string;
+  expiresAt: string;
+  lines: { name: string; kind: string; unitPrice: number; quantity: number; amount: number; taxRate: number }[];
+  payment: { provider: string; method: string | null; state: string; details: Record<string, unknown> } | null;
+}
+
+export async function orderView(ctx: Context, order: Order): Promise<CustomerOrderView> {
+  const lines = await ctx.db.selectFrom('order_lines').selectAll().where('order_id', '=', order.id).orderBy('id').execute();
+  const attempt = order.current_attempt_id
+    ? await ctx.db.selectFrom('payment_attempts').selectAll().where('id', '=', order.current_attempt_id).executeTakeFirst()
+    : undefined;
+  return {
+    number: order.number,
+    state: order.state,
+    email: order.email,
+    subtotal: order.subtotal,
+    shippingFee: order.shipping_fee,
+    total: order.total,
+    tax: { rate10: order.tax_10, rate8: order.tax_8 },
+    createdAt: order.created_at,
+    expiresAt: order.expires_at,
+    lines: lines.map((l) => ({ name: l.name, kind: l.product_kind, unitPrice: l.unit_price, quantity: l.quantity, amount: l.amount, taxRate: l.tax_rate })),
+    payment: attempt
+      ? { provider: attempt.provider, method: attempt.method, state: attempt.state, details: JSON.parse(attempt.details) as Record<string, unknown> }
+      : null,
+  };
+}
+
+export async function findOrderByToken(ctx: Context, token: string): Promise<Order> {
+  const order = await ctx.db.selectFrom('orders').selectAll().where('token_hash', '=', hashToken(token)).executeTakeFirst();
+  // The same answer for a wrong token and a missing order: a token is the only key a customer has.
+  if (!order) throw new KessaiError('not_found', 'no order for this link; check the link in your order mail', 404);
+  return order;
+}
+
+export async function findOrder(ctx: Context, idOrNumber: string): Promise<Order> {
+  const order = await ctx.db
+    .selectFrom('orders')
+    .selectAll()
+    .where((eb) => eb.or([eb('id', '=', idOrNumber), eb('number', '=', idOrNumber)]))
+    .executeTakeFirst();
+  if (!order) throw notFound('order', idOrNumber);
+  return order;
+}
+
+export async function listOrders(ctx: Context, filter: { shop?: string; state?: string; limit?: number }): Promise<Order[]> {
+  let q = ctx.db.selectFrom('orders').selectAll().orderBy('created_at', 'desc').limit(Math.min(filter.limit ?? 50, 500));
+  if (filter.shop) q = q.where('shop_id', '=', filter.shop);
+  if (filter.state) q = q.where('state', '=', filter.state);
+  return q.execute();
+}
+
+/** Everything an operator needs to understand an order: attempts, gateway events, history. */
+export async function orderHistory(ctx: Context, orderId: string) {
+  const attempts = await ctx.db.selectFrom('payment_attempts').selectAll().where('order_id', '=', orderId).orderBy('created_at').execute();
+  const ids = [orderId, ...attempts.map((a) => a.id)];
+  const events = attempts.length
+    ? await ctx.db.selectFrom('payment_events').selectAll().where('attempt_id', 'in', attempts.map((a) => a.id)).orderBy('received_at').execute()
+    : [];
+  const changes = await ctx.db.selectFrom('state_changes').selectAll().where('entity_id', 'in', ids).orderBy('at').orderBy('id').execute();
+  return { attempts, events, changes };
+}

@@ -1,0 +1,183 @@
+import { createHmac } from 'node:crypto';
+import { z } from 'zod';
+import type { Config, LEGACY_SHOP_ENV_KEYS } from '../config.js';
+import type { Context } from '../context.js';
+import { KessaiError, invalid, notFound, parseInput, type FieldProblem } from '../errors.js';
+import { nowIso } from '../ids.js';
+import { mask, open, seal } from './secrets.js';
+
+/*
+ * Gateway settings live per shop in the database. One table says, for every key, how a value is
+ * checked, whether it is a secret (sealed at rest, masked when shown) and which of the described
+ * store's environment keys it was called there: the default shop falls back to those, so a merchant
+ * moving over keeps their configuration.
+ */
+
+type LegacyKey = (typeof LEGACY_SHOP_ENV_KEYS)[number];
+
+interface SettingDef {
+  key: string;
+  description: string;
+  secret: boolean;
+  kind: 'string' | 'boolean';
+  check: z.ZodType<string | boolean>;
+  env?: LegacyKey;
+  /** Value when nothing is set: may depend on the process configuration (sandbox URLs). */
+  fallback?: (config: Config) => string | boolean;
+}
+
+const bool = z.boolean();
+const text = (re: RegExp, reason: string) => z.string().regex(re, { error: reason });
+const url = z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' });
+const secret = z.string().min(8, { error: 'must be at least 8 characters' }).max(512, { error: 'is too long' });
+
+export const SHOP_SETTINGS: readonly SettingDef[] = [
+  { key: 'testpay.enabled', description: 'Offer the sandbox test gateway (development only)', secret: false, kind: 'boolean', check: bool, fallback: (c) => c.sandbox },
+  { key: 'testpay.secret', description: 'Signing secret shared with the sandbox test gateway', secret: true, kind: 'string', check: secret, fallback: (c) => sandboxSecret(c, 'testpay') },
+  { key: 'sbps.enabled', description: 'Offer SBPS link-type payment', secret: false, kind: 'boolean', check: bool, fallback: () => false },
+  { key: 'sbps.merchantId', description: 'SBPS merchant id (マーチャントID)', secret: false, kind: 'string', check: text(/^\d{1,10}$/, 'must be digits'), env: 'SBPS_MERCHANT_ID' },
+  { key: 'sbps.serviceId', description: 'SBPS service id (サービスID)', secret: false, kind: 'string', check: text(/^\d{1,5}$/, 'must be digits'), env: 'SBPS_SERVICE_ID' },
+  { key: 'sbps.hashKey', description: 'SBPS hash key (ハッシュキー)', secret: true, kind: 'string', check: secret, env: 'SBPS_HASH_KEY' },
+  { key: 'sbps.gatewayUrl', description: 'SBPS purchase-request URL', secret: false, kind: 'string', check: url, env: 'SBPS_GATEWAY_URL' },
+  { key: 'atone.enabled', description: 'Offer atone (NP後払い)', secret: false, kind: 'boolean', check: bool, fallback: () => false },
+  { key: 'atone.publicKey', description: 'atone public key', secret: false, kind: 'string', check: text(/^[\w-]{8,256}$/, 'must be 8–256 letters, digits, _ or -'), env: 'ATONE_PUBLIC_KEY' },
+  { key: 'atone.secretKey', description: 'atone secret key', secret: true, kind: 'string', check: secret, env: 'ATONE_SECRET_KEY' },
+  { key: 'komoju.enabled', description: 'Offer KOMOJU', secret: false, kind: 'boolean', check: bool, fallback: () => false },
+  { key: 'komoju.secretKey', description: 'KOMOJU secret API key', secret: true, kind: 'string', check: secret, env: 'KOMOJU_SECRET_KEY' },
+  { key: 'komoju.webhookSecret', description: 'KOMOJU webhook secret', secret: true, kind: 'string', check: secret, env: 'KOMOJU_WEBHOOK_SECRET' },
+  { key: 'google.mapsApiKey', description: 'Google Geocoding API key (optional postcode provider)', secret: true, kind: 'string', check: secret, env: 'GOOGLE_MAPS_API_KEY' },
+];
+
+/** A development secret shared by the store and its in-process sandbox, derived so both sides agree. */
+export function sandboxSecret(config: Config, party: string): string {
+  return createHmac('sha256', config.masterKey).update(`sandbox:${party}`).digest('hex');
+}
+
+const DEFS = new Map(SHOP_SETTINGS.map((d) => [d.key, d]));
+
+export type ShopSettings = Record<string, string | boolean>;
+
+const shopIdSchema = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9-]{0,39}$/, { error: 'must be 1–40 lower-case letters, digits or -, starting with a letter or digit' });
+
+export const DEFAULT_SHOP_ID = 'default';
+
+export async function createShop(ctx: Context, input: { id: string; name: string }): Promise<void> {
+  const { id, name } = parseInput(
+    z.object({ id: shopIdSchema, name: z.string().trim().min(1, { error: 'must not be empty' }).max(100) }),
+    input,
+  );
+  const existing = await ctx.db.selectFrom('shops').select('id').where('id', '=', id).executeTakeFirst();
+  if (existing) throw new KessaiError('shop_exists', `shop "${id}" already exists`, 409);
+  const now = nowIso();
+  await ctx.db
+    .insertInto('shops')
+    .values({ id, name, settings: '{}', secrets: null, created_at: now, updated_at: now })
+    .execute();
+}
+
+export async function shopExists(ctx: Context, id: string): Promise<boolean> {
+  return (await ctx.db.selectFrom('shops').select('id').where('id', '=', id).executeTakeFirst()) !== undefined;
+}
+
+export async function listShops(ctx: Context): Promise<{ id: string; name: string }[]> {
+  return ctx.db.selectFrom('shops').select(['id', 'name']).orderBy('id').execute();
+}
+
+async function loadStored(ctx: Context, id: string): Promise<{ name: string; plain: ShopSettings; secrets: ShopSettings }> {
+  const row = await ctx.db.selectFrom('shops').selectAll().where('id', '=', id).executeTakeFirst();
+  if (!row) throw notFound('shop', id);
+  const plain = JSON.parse(row.settings) as ShopSettings;
+  const secrets = row.secrets ? (JSON.parse(open(ctx.config.masterKey, row.secrets, `shop:${id}`)) as ShopSettings) : {};
+  return { name: row.name, plain, secrets };
+}
+
+/** Turns CLI / form text into typed values and checks each; every bad key is named. */
+export function parseSettingValues(raw: Record<string, string>): ShopSettings {
+  const problems: FieldProblem[] = [];
+  const out: ShopSettings = {};
+  for (const [key, text] of Object.entries(raw)) {
+    const def = DEFS.get(key);
+    if (!def) {
+      problems.push({ field: key, reason: `unknown setting (known: ${SHOP_SETTINGS.map((d) => d.key).join(', ')})` });
+      continue;
+    }
+    if (text === '') {
+      out[key] = '';
+      continue;
+    }
+    let value: string | boolean = text;
+    if (def.kind === 'boolean') {
+      if (['true', 'on', '1', 'yes'].includes(text)) value = true;
+      else if (['false', 'off', '0', 'no'].includes(text)) value = false;
+      else {
+        problems.push({ field: key, reason: 'must be true or false' });
+        continue;
+      }
+    }
+    const checked = def.check.safeParse(value);
+    if (!checked.success) problems.push({ field: key, reason: checked.error.issues[0]?.message ?? 'is invalid' });
+    else out[key] = checked.data;
+  }
+  if (problems.length > 0) throw invalid(problems);
+  return out;
+}
+
+/** Sets (or, with an empty string, clears) settings of one shop, all or nothing. */
+export async function setShopSettings(ctx: Context, id: string, raw: Record<string, string>): Promise<void> {
+  const values = parseSettingValues(raw);
+  await ctx.db.transaction().execute(async (tx) => {
+    const stored = await loadStored({ ...ctx, db: tx }, id);
+    for (const [key, value] of Object.entries(values)) {
+      const target = DEFS.get(key)!.secret ? stored.secrets : stored.plain;
+      if (value === '') delete target[key];
+      else target[key] = value;
+    }
+    const secrets =
+      Object.keys(stored.secrets).length > 0
+        ? seal(ctx.config.masterKey, JSON.stringify(stored.secrets), `shop:${id}`)
+        : null;
+    await tx
+      .updateTable('shops')
+      .set({ settings: JSON.stringify(stored.plain), secrets, updated_at: nowIso() })
+      .where('id', '=', id)
+      .execute();
+  });
+}
+
+export interface SettingView {
+  key: string;
+  value: string | boolean | null;
+  source: 'shop' | 'environment' | 'default' | 'unset';
+  description: string;
+}
+
+function resolveSettings(ctx: Context, id: string, stored: { plain: ShopSettings; secrets: ShopSettings }): SettingView[] {
+  return SHOP_SETTINGS.map((def) => {
+    const own = (def.secret ? stored.secrets : stored.plain)[def.key];
+    const fromEnv = id === DEFAULT_SHOP_ID && def.env ? ctx.config.legacyShopEnv[def.env] : undefined;
+    const fallback = def.fallback?.(ctx.config);
+    if (own !== undefined) return { key: def.key, value: own, source: 'shop', description: def.description };
+    if (fromEnv !== undefined) return { key: def.key, value: fromEnv, source: 'environment', description: def.description };
+    if (fallback !== undefined) return { key: def.key, value: fallback, source: 'default', description: def.description };
+    return { key: def.key, value: null, source: 'unset', description: def.description };
+  });
+}
+
+/** The effective settings a gateway adapter uses, secrets in clear. Never render this to a person. */
+export async function getShopSettings(ctx: Context, id: string): Promise<ShopSettings> {
+  const stored = await loadStored(ctx, id);
+  const out: ShopSettings = {};
+  for (const view of resolveSettings(ctx, id, stored)) if (view.value !== null) out[view.key] = view.value;
+  return out;
+}
+
+/** The settings as a person may see them: secrets masked, with where each value comes from. */
+export async function describeShop(ctx: Context, id: string): Promise<{ id: string; name: string; settings: SettingView[] }> {
+  const stored = await loadStored(ctx, id);
+  const settings = resolveSettings(ctx, id, stored).map((view) =>
+    DEFS.get(view.key)!.secret && typeof view.value === 'string' ? { ...view, value: mask(view.value) } : view,
+  );
+  return { id, name: stored.name, settings };
+}

@@ -1,0 +1,88 @@
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import formbody from '@fastify/formbody';
+import helmet from '@fastify/helmet';
+import swagger from '@fastify/swagger';
+import { KessaiError } from '../errors.js';
+import { newId } from '../ids.js';
+import type { Payments } from '../payments/service.js';
+import { apiRoutes } from './routes/api.js';
+import { adminRoutes } from './routes/admin.js';
+import { healthRoutes } from './routes/health.js';
+import { docsRoutes } from './routes/docs.js';
+import { pageRoutes } from './routes/pages.js';
+import { webhookRoutes } from './routes/webhooks.js';
+
+export interface AppOptions {
+  payments: Payments;
+  /** Extra plugins mounted on the same server (the sandbox's simulated gateways). */
+  plugins?: ((app: FastifyInstance) => Promise<void>)[];
+}
+
+/** JSON bodies above this are refused with 413 before they are parsed. */
+export const BODY_LIMIT = 64 * 1024;
+
+export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
+  const { ctx } = opts.payments;
+  const app = Fastify({
+    loggerInstance: ctx.log as FastifyBaseLogger,
+    bodyLimit: BODY_LIMIT,
+    trustProxy: ctx.config.trustProxy,
+    requestIdHeader: 'x-request-id',
+    genReqId: () => newId('req'),
+    // Input is checked by the zod schemas in each handler, which name every bad field; the route
+    // schemas are the same zod schemas rendered for the OpenAPI document.
+    schemaErrorFormatter: (errors) => new Error(errors.map((e) => e.message).join('; ')),
+  });
+  app.setValidatorCompiler(() => () => true);
+
+  app.addHook('onResponse', async (request, reply) => {
+    ctx.metrics.httpDuration.observe(
+      { method: request.method, route: request.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) },
+      reply.elapsedTime / 1000,
+    );
+  });
+
+  app.setErrorHandler((error: FastifyError | KessaiError, request, reply) => {
+    if (error instanceof KessaiError) {
+      if (error.status >= 500) request.log.error({ err: error }, error.message);
+      return reply.status(error.status).send({ error: { code: error.code, message: error.message, problems: error.problems } });
+    }
+    const status = error.statusCode ?? 500;
+    if (status < 500) {
+      // Fastify's own client errors (bad JSON, body too large, wrong content type): pass them on plainly.
+      return reply.status(status).send({ error: { code: error.code ?? 'bad_request', message: error.message, problems: [] } });
+    }
+    request.log.error({ err: error }, 'unhandled error');
+    return reply.status(500).send({ error: { code: 'internal_error', message: `internal error; quote request id ${request.id}`, problems: [] } });
+  });
+  app.setNotFoundHandler((request, reply) =>
+    reply.status(404).send({ error: { code: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}`, problems: [] } }),
+  );
+
+  await app.register(helmet, {
+    contentSecurityPolicy: {
+      directives: {
+        // Payment hand-off forms post to the gateway's origin.
+        'form-action': null,
+        'upgrade-insecure-requests': null,
+      },
+    },
+  });
+  await app.register(formbody, { bodyLimit: BODY_LIMIT });
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: { title: 'kessai', version: '0.1.0', description: 'Commerce backend for Japanese web shops' },
+      components: { securitySchemes: { admin: { type: 'http', scheme: 'bearer' } } },
+    },
+  });
+
+  await app.register(healthRoutes(opts.payments));
+  await app.register(docsRoutes);
+  await app.register(apiRoutes(opts.payments), { prefix: '/api' });
+  await app.register(adminRoutes(opts.payments), { prefix: '/api/admin' });
+  await app.register(webhookRoutes(opts.payments), { prefix: '/webhooks' });
+  await app.register(pageRoutes(opts.payments));
+  for (const plugin of opts.plugins ?? []) await plugin(app);
+  return app;
+}

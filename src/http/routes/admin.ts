@@ -1,0 +1,83 @@
+import { timingSafeEqual, createHash } from 'node:crypto';
+import type { FastifyPluginAsync } from 'fastify';
+import { z } from 'zod';
+import { findOrder, listOrders, OPERATOR_EVENTS, operatorEvent, orderHistory, orderView } from '../../commerce/orders.js';
+import { ORDER_STATES } from '../../commerce/order-machine.js';
+import { KessaiError, parseInput } from '../../errors.js';
+import { listAlerts, listJobs, resolveAlert, retryJob } from '../../jobs/admin.js';
+import { requestOperation, type Payments } from '../../payments/service.js';
+import { doc } from '../schema.js';
+
+/** Compares digests so the comparison takes the same time whatever the lengths. */
+function sameSecret(a: string, b: string): boolean {
+  return timingSafeEqual(createHash('sha256').update(a).digest(), createHash('sha256').update(b).digest());
+}
+
+const amountBody = z.strictObject({
+  amount: z.number({ error: 'must be a number of yen' }).int({ error: 'must be whole yen' }).positive({ error: 'must be greater than zero' }),
+});
+
+export function adminRoutes(p: Payments): FastifyPluginAsync {
+  const { ctx } = p;
+  return async (app) => {
+    app.addHook('onRequest', async (request) => {
+      const header = request.headers.authorization ?? '';
+      const token = header.startsWith('Bearer ') ? header.slice(7) : '';
+      if (!token || !sameSecret(token, ctx.config.adminToken)) {
+        throw new KessaiError('unauthorized', 'send the operator token as "Authorization: Bearer <KESSAI_ADMIN_TOKEN>"', 401);
+      }
+    });
+    const security = [{ admin: [] }];
+    const idParams = z.object({ id: z.string() });
+
+    app.get('/orders', { schema: { tags: ['admin'], security, summary: 'Orders, newest first', querystring: doc(z.object({ shop: z.string().optional(), state: z.enum(ORDER_STATES).optional(), limit: z.coerce.number().int().min(1).max(500).optional() })) } }, async (request) => {
+      const q = parseInput(z.strictObject({ shop: z.string().optional(), state: z.enum(ORDER_STATES, { error: `must be one of ${ORDER_STATES.join(', ')}` }).optional(), limit: z.coerce.number().int().min(1).max(500).optional() }), request.query);
+      const orders = await listOrders(ctx, q);
+      return { orders: orders.map((o) => ({ id: o.id, number: o.number, shop: o.shop_id, state: o.state, total: o.total, email: o.email, holdReason: o.hold_reason, createdAt: o.created_at })) };
+    });
+
+    app.get('/orders/:id', { schema: { tags: ['admin'], security, summary: 'An order with its payment attempts, gateway events and state history' } }, async (request) => {
+      const { id } = parseInput(idParams, request.params);
+      const order = await findOrder(ctx, id);
+      return { id: order.id, shop: order.shop_id, holdReason: order.hold_reason, ...(await orderView(ctx, order)), ...(await orderHistory(ctx, order.id)) };
+    });
+
+    for (const kind of ['capture', 'refund'] as const) {
+      app.post(`/orders/:id/${kind}`, { schema: { tags: ['admin'], security, summary: `Queue a ${kind} of an explicit amount at the gateway`, body: doc(amountBody) } }, async (request, reply) => {
+        const { id } = parseInput(idParams, request.params);
+        const { amount } = parseInput(amountBody, request.body);
+        return reply.status(202).send(await requestOperation(p, id, { kind, amount }));
+      });
+    }
+    app.post('/orders/:id/cancel', { schema: { tags: ['admin'], security, summary: 'Queue a cancel of an unpaid or authorized payment at the gateway' } }, async (request, reply) => {
+      const { id } = parseInput(idParams, request.params);
+      return reply.status(202).send(await requestOperation(p, id, { kind: 'cancel' }));
+    });
+    const eventBody = z.strictObject({ event: z.enum(OPERATOR_EVENTS, { error: `must be one of ${OPERATOR_EVENTS.join(', ')}` }) });
+    app.post('/orders/:id/events', { schema: { tags: ['admin'], security, summary: 'Ship, complete, or release a held order', body: doc(eventBody) } }, async (request) => {
+      const { id } = parseInput(idParams, request.params);
+      const { event } = parseInput(eventBody, request.body);
+      const order = await operatorEvent(ctx, id, event, 'operator');
+      return { id: order.id, number: order.number, state: order.state };
+    });
+
+    const jobQuery = z.strictObject({ state: z.enum(['pending', 'running', 'done', 'dead']).optional(), kind: z.string().optional(), limit: z.coerce.number().int().min(1).max(500).optional() });
+    app.get('/jobs', { schema: { tags: ['admin'], security, summary: 'Outbox jobs (dead ones need an operator)', querystring: doc(jobQuery) } }, async (request) => {
+      return { jobs: await listJobs(ctx.db, parseInput(jobQuery, request.query)) };
+    });
+    app.post('/jobs/:id/retry', { schema: { tags: ['admin'], security, summary: 'Run a dead job again' } }, async (request) => {
+      const { id } = parseInput(idParams, request.params);
+      if (!(await retryJob(ctx.db, id))) throw new KessaiError('not_retryable', `job ${id} does not exist or is running or done`, 409);
+      return { id, state: 'pending' };
+    });
+    app.get('/alerts', { schema: { tags: ['admin'], security, summary: 'Alerts for the operator' } }, async (request) => {
+      const q = parseInput(z.strictObject({ open: z.enum(['true', 'false']).optional() }), request.query);
+      return { alerts: await listAlerts(ctx.db, { open: q.open !== 'false' }) };
+    });
+    app.post('/alerts/:id/resolve', { schema: { tags: ['admin'], security, summary: 'Mark an alert as handled' } }, async (request) => {
+      const { id } = parseInput(idParams, request.params);
+      if (!(await resolveAlert(ctx.db, id))) throw new KessaiError('not_found', `alert ${id} does not exist or is resolved`, 404);
+      return { id, resolved: true };
+    });
+  };
+}

@@ -1,0 +1,127 @@
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { FastifyPluginAsync, FastifyReply } from 'fastify';
+import { Eta } from 'eta';
+import { z } from 'zod';
+import { listProducts } from '../../commerce/catalog.js';
+import { findOrderByToken, orderView } from '../../commerce/orders.js';
+import { DEFAULT_SHOP_ID } from '../../commerce/shops.js';
+import { KessaiError, parseInput } from '../../errors.js';
+import { availableMethods, checkout, readBack, retryPayment, type Payments } from '../../payments/service.js';
+import type { PaymentAction } from '../../payments/provider.js';
+
+/*
+ * A small server-rendered shop front for the demo and for trying a gateway end to end in a
+ * browser: product list, one-step order form, gateway hand-off, order status page.
+ */
+
+const eta = new Eta({ views: fileURLToPath(new URL('../views', import.meta.url)), cache: true });
+const ASSETS: Record<string, { type: string; body: Buffer }> = Object.fromEntries(
+  [
+    ['site.css', 'text/css; charset=utf-8'],
+    ['autosubmit.js', 'text/javascript; charset=utf-8'],
+  ].map(([name, type]) => [name, { type: type!, body: readFileSync(fileURLToPath(new URL(`../assets/${name}`, import.meta.url))) }]),
+);
+
+const STATE_LABELS: Record<string, string> = {
+  pending_payment: 'お支払い待ち / Waiting for payment',
+  awaiting_payment: 'お支払い待ち（コンビニ等）/ Waiting for your payment at the store',
+  authorized: '与信済み / Authorized',
+  paid: 'お支払い完了 / Paid',
+  shipped: '発送済み / Shipped',
+  completed: '完了 / Completed',
+  cancelled: 'キャンセル / Cancelled',
+  expired: '期限切れ / Expired',
+  refunded: '返金済み / Refunded',
+  partially_refunded: '一部返金 / Partially refunded',
+  on_hold: '確認中 / Being checked by the shop',
+};
+
+function page(reply: FastifyReply, view: string, data: Record<string, unknown>, status = 200) {
+  const body = eta.render(view, data);
+  return reply.status(status).type('text/html; charset=utf-8').send(eta.render('layout', { ...data, body }));
+}
+
+function handoff(reply: FastifyReply, action: PaymentAction | null) {
+  if (!action) throw new KessaiError('payment_start_failed', 'the payment could not be started; please try again', 502);
+  if (action.type === 'redirect') return reply.redirect(action.url, 303);
+  if (action.type === 'form') return page(reply, 'handoff', { title: 'payment', action });
+  throw new KessaiError('unsupported_action', `payment action ${action.type} needs the storefront's script`, 501);
+}
+
+export function pageRoutes(p: Payments): FastifyPluginAsync {
+  const { ctx } = p;
+  const shopPage = async (reply: FastifyReply, error?: string) => {
+    const shop = await ctx.db.selectFrom('shops').select(['id', 'name']).where('id', '=', DEFAULT_SHOP_ID).executeTakeFirst();
+    if (!shop) return reply.status(404).type('text/plain; charset=utf-8').send('No shop yet: run `kessai seed-demo` or `kessai shop create`.');
+    const [products, methods] = await Promise.all([listProducts(ctx, shop.id), availableMethods(p, shop.id)]);
+    return page(reply, 'index', { title: shop.name, shop, products, methods, error }, error ? 400 : 200);
+  };
+
+  return async (app) => {
+    app.get('/assets/:name', { schema: { hide: true } }, async (request, reply) => {
+      const asset = ASSETS[(request.params as { name: string }).name];
+      if (!asset) return reply.status(404).send();
+      return reply.type(asset.type).header('cache-control', 'public, max-age=3600').send(asset.body);
+    });
+
+    app.get('/', { schema: { hide: true } }, async (_request, reply) => shopPage(reply));
+
+    app.post('/checkout', { schema: { hide: true } }, async (request, reply) => {
+      const f = parseInput(z.record(z.string(), z.string()), request.body ?? {});
+      const address = f.postcode ? { name: f.name ?? '', postcode: f.postcode, prefecture: f.prefecture ?? '', city: f.city ?? '', line1: f.line1 ?? '', phone: f.phone ?? '' } : undefined;
+      try {
+        const result = await checkout(p, {
+          shop: DEFAULT_SHOP_ID,
+          customer: { email: f.email ?? '', name: f.name ?? '' },
+          shippingAddress: address,
+          lines: [{ sku: f.sku ?? '', quantity: Number(f.quantity) }],
+          payment: { provider: f.provider ?? '' },
+        });
+        if (!result.action) return reply.redirect(`/orders/${result.token}`, 303);
+        return handoff(reply, result.action);
+      } catch (error) {
+        if (error instanceof KessaiError && error.status < 500) return shopPage(reply, error.message);
+        throw error;
+      }
+    });
+
+    const tokenParams = z.object({ token: z.string() });
+    app.get('/orders/:token', { schema: { hide: true } }, async (request, reply) => {
+      const { token } = parseInput(tokenParams, request.params);
+      const order = await orderView(ctx, await findOrderByToken(ctx, token));
+      const processing = order.state === 'pending_payment' && order.payment?.state === 'pending';
+      const canRetry = order.state === 'pending_payment' && order.payment?.state !== 'pending';
+      const found = await findOrderByToken(ctx, token);
+      const methods = canRetry ? await availableMethods(p, found.shop_id) : [];
+      return page(reply, 'order', { title: order.number, order, token, processing, canRetry, methods, stateLabel: STATE_LABELS[order.state] ?? order.state, refresh: processing ? 3 : undefined });
+    });
+
+    // The customer is back from the gateway: ask the gateway (never trust the query string), then show the order.
+    app.get('/orders/:token/return', { schema: { hide: true } }, async (request, reply) => {
+      const { token } = parseInput(tokenParams, request.params);
+      const { attempt } = parseInput(z.object({ attempt: z.string().optional() }).passthrough(), request.query);
+      const order = await findOrderByToken(ctx, token);
+      const own = attempt
+        ? await ctx.db.selectFrom('payment_attempts').select(['id', 'state']).where('id', '=', attempt).where('order_id', '=', order.id).executeTakeFirst()
+        : undefined;
+      if (own && ['pending', 'awaiting_payment', 'authorized'].includes(own.state)) {
+        try {
+          await readBack(p, own.id, 'return');
+        } catch (error) {
+          // The webhook or the reconciliation will bring the fact; the page keeps polling.
+          request.log.warn({ err: error, attempt: own.id }, 'read-back on return failed');
+        }
+      }
+      return reply.redirect(`/orders/${token}`, 303);
+    });
+
+    app.post('/orders/:token/pay', { schema: { hide: true } }, async (request, reply) => {
+      const { token } = parseInput(tokenParams, request.params);
+      const { provider } = parseInput(z.object({ provider: z.string() }), request.body);
+      const order = await findOrderByToken(ctx, token);
+      const result = await retryPayment(p, order, token, { provider });
+      return handoff(reply, result.action);
+    });
+  };
+}

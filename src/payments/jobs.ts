@@ -1,0 +1,92 @@
+import { z } from 'zod';
+import { ORDER_MAIL_TEMPLATES, orderMail } from '../commerce/order-mail.js';
+import type { Mailer } from '../integrations/mail/index.js';
+import { nowIso } from '../ids.js';
+import { enqueue } from '../jobs/outbox.js';
+import type { JobKind } from '../jobs/registry.js';
+import { expireOrder, readBack, runOperation, type Payments } from './service.js';
+
+/*
+ * The outbox job kinds of the payment pipeline. Each handler is idempotent: it may run again after
+ * a crash, so gateway calls carry the job's own id as their idempotency key and mails keep their
+ * Message-ID.
+ */
+
+/** How long an attempt may sit unfinished before the gateway is asked, and for how long we keep asking. */
+const RECONCILE_AFTER_MS = 15 * 60_000;
+const RECONCILE_WITHIN_MS = 30 * 24 * 3600_000;
+
+const attemptPayload = z.object({ attemptId: z.string(), amount: z.number().int().nonnegative().default(0) });
+
+export function paymentJobKinds(p: Payments, mailer: Mailer): JobKind[] {
+  const operation = (kind: 'capture' | 'refund' | 'cancel'): JobKind => ({
+    kind: `payment.${kind}`,
+    async run(payload, job) {
+      const { attemptId, amount } = attemptPayload.parse(payload);
+      const op = kind === 'cancel' ? { kind } : { kind, amount };
+      await runOperation(p, attemptId, op, `kessai-${job.jobId}`);
+    },
+  });
+  return [
+    {
+      kind: 'order.expire',
+      async run(payload) {
+        const { orderId } = z.object({ orderId: z.string() }).parse(payload);
+        await expireOrder(p, orderId);
+      },
+    },
+    {
+      kind: 'payment.readback',
+      async run(payload) {
+        await readBack(p, attemptPayload.parse(payload).attemptId);
+      },
+    },
+    operation('capture'),
+    operation('refund'),
+    operation('cancel'),
+    {
+      // Rule 5: an attempt left in a non-final state is asked about, in case its notification was lost.
+      kind: 'payments.reconcile',
+      async run() {
+        const now = Date.now();
+        const stale = await p.ctx.db
+          .selectFrom('payment_attempts')
+          .select('id')
+          .where('state', 'in', ['pending', 'awaiting_payment', 'authorized'])
+          .where('updated_at', '<', nowIso(new Date(now - RECONCILE_AFTER_MS)))
+          .where('created_at', '>', nowIso(new Date(now - RECONCILE_WITHIN_MS)))
+          .orderBy('updated_at')
+          .limit(500)
+          .execute();
+        const hour = nowIso().slice(0, 13);
+        for (const a of stale) {
+          await enqueue(p.ctx.db, { kind: 'payment.readback', payload: { attemptId: a.id }, dedupeKey: `readback:${a.id}:${hour}` });
+        }
+      },
+    },
+    {
+      // A backstop for an order.expire job that was lost or dead-lettered: reservations must come back.
+      kind: 'orders.expire-due',
+      async run() {
+        const due = await p.ctx.db
+          .selectFrom('orders')
+          .select('id')
+          .where('state', '=', 'pending_payment')
+          .where('expires_at', '<', nowIso())
+          .limit(500)
+          .execute();
+        const hour = nowIso().slice(0, 13);
+        for (const o of due) {
+          await enqueue(p.ctx.db, { kind: 'order.expire', payload: { orderId: o.id }, dedupeKey: `order.expire:${o.id}:${hour}` });
+        }
+      },
+    },
+    {
+      kind: 'mail.send',
+      async run(payload, job) {
+        const { template, orderId } = z.object({ template: z.enum(ORDER_MAIL_TEMPLATES), orderId: z.string() }).parse(payload);
+        await mailer.send(await orderMail(p.ctx, template, orderId, job.jobId));
+      },
+    },
+  ];
+}

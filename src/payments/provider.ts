@@ -1,0 +1,89 @@
+import type { PaymentFact } from '../commerce/payment-machine.js';
+import type { ShopSettings } from '../commerce/shops.js';
+import type { PaymentAttempt } from '../db/schema.js';
+
+/*
+ * The seam between the store and a gateway. An adapter speaks its gateway's protocol (through
+ * src/gateways) and hands the core nothing but normalized facts; the core never sees a gateway's
+ * vocabulary. Every adapter method that talks to the network runs outside any database transaction.
+ */
+
+/** What the customer's browser must do next to pay (DESIGN.md "Fixed external contracts"). */
+export type PaymentAction =
+  | { type: 'form'; action: string; charset: string; fields: [string, string][] }
+  | { type: 'redirect'; url: string }
+  | { type: 'atone'; config: Record<string, unknown> };
+
+/** A fact a gateway stated, in the store's vocabulary, with the key that makes it idempotent. */
+export interface GatewayFact {
+  /** Unique per gateway event: the same notification delivered twice has the same key. */
+  eventKey: string;
+  /** The attempt's merchant reference as the gateway echoes it (SBPS order_id, KOMOJU external_order_num …). */
+  merchantRef: string;
+  fact: PaymentFact;
+  /** The gateway's own id for the payment (tracking id, payment id, transaction id). */
+  gatewayRef?: string;
+  /** What the customer needs to finish paying (konbini receipt number, deadline), shown on the order page. */
+  details?: Record<string, unknown>;
+  /** The raw fact as received, kept for the audit trail (secrets removed by the adapter). */
+  payload: unknown;
+}
+
+/** What a notification endpoint answers, byte for byte as the gateway expects it. */
+export interface GatewayReply {
+  status: number;
+  contentType: string;
+  body: string | Buffer;
+}
+
+export type NotificationResult =
+  /** Signature checked: the facts may be applied as they are. */
+  | { verified: true; facts: GatewayFact[]; reply: GatewayReply }
+  /**
+   * Not verifiable (no signature configured, or the gateway does not sign this kind): the store reads
+   * the attempt back from the gateway's API and trusts only that answer.
+   */
+  | { verified: false; merchantRef: string; reply: GatewayReply }
+  /** Forged or malformed: nothing happens, the gateway gets its error answer. */
+  | { rejected: true; reason: string; reply: GatewayReply };
+
+export interface AttemptContext {
+  attempt: PaymentAttempt;
+  settings: ShopSettings;
+  order: { id: string; number: string; total: number; email: string; lines: { name: string; unitPrice: number; quantity: number }[] };
+  /** Absolute URLs on this store for the gateway to send the customer and its notifications to. */
+  urls: { returnUrl: string; cancelUrl: string; notifyUrl: string };
+}
+
+export interface PaymentProvider {
+  readonly name: string;
+  /** Methods this provider offers with the given shop settings ([] when it is not configured). */
+  methods(settings: ShopSettings): string[];
+  /** Starts paying for an attempt; may call the gateway (e.g. create a session). */
+  start(a: AttemptContext): Promise<{ action: PaymentAction; gatewayRef?: string }>;
+  /** Checks a notification over its raw bytes and turns it into facts. */
+  parseNotification(input: { rawBody: Buffer; headers: Record<string, string | string[] | undefined>; settings: ShopSettings; remoteAddress: string }): Promise<NotificationResult>;
+  /** Reads the attempt's state from the gateway's API: the fallback source of truth. */
+  readBack(a: AttemptContext): Promise<GatewayFact[]>;
+  /** Money operations: amounts are always explicit; the key makes a retried call safe. */
+  capture(a: AttemptContext, amount: number, idempotencyKey: string): Promise<GatewayFact[]>;
+  refund(a: AttemptContext, amount: number, idempotencyKey: string): Promise<GatewayFact[]>;
+  cancel(a: AttemptContext, idempotencyKey: string): Promise<GatewayFact[]>;
+}
+
+export class ProviderRegistry {
+  private readonly providers = new Map<string, PaymentProvider>();
+
+  register(provider: PaymentProvider): this {
+    this.providers.set(provider.name, provider);
+    return this;
+  }
+
+  get(name: string): PaymentProvider | undefined {
+    return this.providers.get(name);
+  }
+
+  all(): PaymentProvider[] {
+    return [...this.providers.values()];
+  }
+}

@@ -1,0 +1,238 @@
+import { createOrder, findOrder, lockOrder, openAttempt, orderInput, orderSnapshot, applyOrderChange } from '../commerce/orders.js';
+import { applyOrderEvent } from '../commerce/decide.js';
+import { getShopSettings } from '../commerce/shops.js';
+import type { Context } from '../context.js';
+import type { Order, PaymentAttempt } from '../db/schema.js';
+import { KessaiError, invalid, notFound } from '../errors.js';
+import { nowIso } from '../ids.js';
+import { enqueue } from '../jobs/outbox.js';
+import { applyFact, type ApplyResult, type FactSource } from './apply-fact.js';
+import type { AttemptContext, GatewayReply, PaymentAction, ProviderRegistry } from './provider.js';
+
+/*
+ * The store's payment use cases, between the HTTP/CLI/job entry points and the domain. Gateway
+ * calls happen here, always outside a database transaction; their results come back as facts
+ * through applyFact.
+ */
+
+export interface Payments {
+  ctx: Context;
+  providers: ProviderRegistry;
+}
+
+/** The providers and methods a shop currently offers, for the checkout and for validation. */
+export async function availableMethods(p: Payments, shopId: string): Promise<{ provider: string; methods: string[] }[]> {
+  const settings = await getShopSettings(p.ctx, shopId);
+  return p.providers
+    .all()
+    .map((provider) => ({ provider: provider.name, methods: provider.methods(settings) }))
+    .filter((m) => m.methods.length > 0);
+}
+
+async function assertPayable(p: Payments, shopId: string, payment: { provider: string; method?: string }): Promise<void> {
+  const offered = await availableMethods(p, shopId);
+  const provider = offered.find((m) => m.provider === payment.provider);
+  if (!provider) {
+    const names = offered.map((m) => m.provider).join(', ') || 'none';
+    throw invalid([{ field: 'payment.provider', reason: `"${payment.provider}" is not offered by this shop (offered: ${names})` }]);
+  }
+  if (payment.method && !provider.methods.includes(payment.method)) {
+    throw invalid([{ field: 'payment.method', reason: `"${payment.method}" is not offered with ${payment.provider} (offered: ${provider.methods.join(', ')})` }]);
+  }
+}
+
+export async function attemptContext(p: Payments, attempt: PaymentAttempt, order: Order, token?: string): Promise<AttemptContext> {
+  const lines = await p.ctx.db.selectFrom('order_lines').select(['name', 'unit_price', 'quantity']).where('order_id', '=', order.id).orderBy('id').execute();
+  const base = p.ctx.config.publicUrl;
+  const orderPage = token ? `${base}/orders/${token}` : `${base}/orders`;
+  return {
+    attempt,
+    settings: await getShopSettings(p.ctx, attempt.shop_id),
+    order: { id: order.id, number: order.number, total: order.total, email: order.email, lines: lines.map((l) => ({ name: l.name, unitPrice: l.unit_price, quantity: l.quantity })) },
+    urls: {
+      returnUrl: `${orderPage}/return?attempt=${attempt.id}`,
+      cancelUrl: `${orderPage}?cancelled=${attempt.id}`,
+      notifyUrl: `${base}/webhooks/${attempt.provider}/${attempt.shop_id}`,
+    },
+  };
+}
+
+function providerFor(p: Payments, name: string) {
+  const provider = p.providers.get(name);
+  if (!provider) throw new KessaiError('unknown_provider', `payment provider "${name}" is not installed`, 400);
+  return provider;
+}
+
+export interface CheckoutResult {
+  order: Order;
+  token: string;
+  action: PaymentAction | null;
+  /** Set when the gateway could not be reached: the order exists, the customer may retry paying. */
+  error?: { code: string; message: string };
+}
+
+/** Checkout: the order and its reservation first (committed), then the gateway hand-off. */
+export async function checkout(p: Payments, input: unknown): Promise<CheckoutResult> {
+  const parsed = orderInput.safeParse(input);
+  // Full validation (with every field named) happens in createOrder; here only what routing needs.
+  if (parsed.success) {
+    const shop = await p.ctx.db.selectFrom('shops').select('id').where('id', '=', parsed.data.shop).executeTakeFirst();
+    if (shop) await assertPayable(p, parsed.data.shop, parsed.data.payment);
+  }
+  const created = await createOrder(p.ctx, input);
+  p.ctx.metrics.checkouts.inc({ outcome: 'created' });
+  const started = await startAttempt(p, created.attemptId, created.order, created.token);
+  return { order: created.order, token: created.token, ...started };
+}
+
+/** Pays again for an order that is still waiting for payment (after a decline or a cancel at the gateway). */
+export async function retryPayment(p: Payments, order: Order, token: string, payment: { provider: string; method?: string }): Promise<Omit<CheckoutResult, 'token' | 'order'>> {
+  await assertPayable(p, order.shop_id, payment);
+  const attemptId = await openAttempt(p.ctx, order.id, payment);
+  return startAttempt(p, attemptId, order, token);
+}
+
+async function startAttempt(p: Payments, attemptId: string, order: Order, token: string): Promise<Omit<CheckoutResult, 'token' | 'order'>> {
+  const attempt = await p.ctx.db.selectFrom('payment_attempts').selectAll().where('id', '=', attemptId).executeTakeFirstOrThrow();
+  const provider = providerFor(p, attempt.provider);
+  try {
+    const { action, gatewayRef } = await provider.start(await attemptContext(p, attempt, order, token));
+    if (gatewayRef) {
+      await p.ctx.db.updateTable('payment_attempts').set({ gateway_ref: gatewayRef, updated_at: nowIso() }).where('id', '=', attempt.id).where('gateway_ref', 'is', null).execute();
+    }
+    return { action };
+  } catch (error) {
+    // The order and its reservation stand; the customer can try again from the order page.
+    const message = error instanceof Error ? error.message : String(error);
+    p.ctx.log.error({ err: error, attempt: attempt.id, provider: attempt.provider }, 'payment start failed');
+    return { action: null, error: { code: 'payment_start_failed', message: `${attempt.provider} could not start the payment: ${message}` } };
+  }
+}
+
+/** A gateway notification: verified facts are applied; an unverifiable one only triggers a read-back. */
+export async function handleNotification(
+  p: Payments,
+  providerName: string,
+  shopId: string,
+  request: { rawBody: Buffer; headers: Record<string, string | string[] | undefined>; remoteAddress: string },
+): Promise<GatewayReply> {
+  const provider = p.providers.get(providerName);
+  if (!provider) return { status: 404, contentType: 'text/plain', body: `unknown provider ${providerName}` };
+  const shop = await p.ctx.db.selectFrom('shops').select('id').where('id', '=', shopId).executeTakeFirst();
+  if (!shop) return { status: 404, contentType: 'text/plain', body: `unknown shop ${shopId}` };
+  const settings = await getShopSettings(p.ctx, shopId);
+  const result = await provider.parseNotification({ ...request, settings });
+  if ('rejected' in result) {
+    p.ctx.log.warn({ provider: providerName, shopId, reason: result.reason, from: request.remoteAddress }, 'notification rejected');
+    return result.reply;
+  }
+  if (!result.verified) {
+    const attempt = await p.ctx.db
+      .selectFrom('payment_attempts')
+      .select('id')
+      .where('shop_id', '=', shopId)
+      .where('provider', '=', providerName)
+      .where('merchant_ref', '=', result.merchantRef)
+      .executeTakeFirst();
+    if (attempt) await enqueue(p.ctx.db, { kind: 'payment.readback', payload: { attemptId: attempt.id } });
+    return result.reply;
+  }
+  for (const fact of result.facts) await applyFact(p.ctx, shopId, providerName, fact, 'notification');
+  return result.reply;
+}
+
+async function loadAttempt(p: Payments, attemptId: string): Promise<{ attempt: PaymentAttempt; order: Order }> {
+  const attempt = await p.ctx.db.selectFrom('payment_attempts').selectAll().where('id', '=', attemptId).executeTakeFirst();
+  if (!attempt) throw notFound('payment attempt', attemptId);
+  const order = await p.ctx.db.selectFrom('orders').selectAll().where('id', '=', attempt.order_id).executeTakeFirstOrThrow();
+  return { attempt, order };
+}
+
+/** Asks the gateway for the attempt's state and applies what it says. */
+export async function readBack(p: Payments, attemptId: string, source: FactSource = 'readback'): Promise<ApplyResult[]> {
+  const { attempt, order } = await loadAttempt(p, attemptId);
+  const facts = await providerFor(p, attempt.provider).readBack(await attemptContext(p, attempt, order));
+  const results: ApplyResult[] = [];
+  for (const fact of facts) results.push(await applyFact(p.ctx, attempt.shop_id, attempt.provider, fact, source));
+  return results;
+}
+
+export type Operation = { kind: 'capture'; amount: number } | { kind: 'refund'; amount: number } | { kind: 'cancel' };
+
+/** Runs a money operation at the gateway (from its outbox job) and applies the facts it answers with. */
+export async function runOperation(p: Payments, attemptId: string, op: Operation, idempotencyKey: string): Promise<void> {
+  const { attempt, order } = await loadAttempt(p, attemptId);
+  const provider = providerFor(p, attempt.provider);
+  const a = await attemptContext(p, attempt, order);
+  const facts =
+    op.kind === 'capture' ? await provider.capture(a, op.amount, idempotencyKey)
+    : op.kind === 'refund' ? await provider.refund(a, op.amount, idempotencyKey)
+    : await provider.cancel(a, idempotencyKey);
+  for (const fact of facts) await applyFact(p.ctx, attempt.shop_id, attempt.provider, fact, 'operation');
+}
+
+const positiveYen = (field: string, amount: unknown): number => {
+  if (typeof amount !== 'number' || !Number.isSafeInteger(amount) || amount <= 0) {
+    throw invalid([{ field, reason: 'must be a positive whole number of yen' }]);
+  }
+  return amount;
+};
+
+/**
+ * An operator asks for a capture, refund or cancel. The request is checked against the money the
+ * order holds now (including refunds already queued), then queued as an outbox job in the same
+ * transaction: the gateway call itself happens in the worker, retried until it is certain.
+ */
+export async function requestOperation(p: Payments, orderRef: string, op: Operation): Promise<{ jobKey: string }> {
+  const found = await findOrder(p.ctx, orderRef);
+  const amount = op.kind === 'cancel' ? 0 : positiveYen('amount', op.amount);
+  return p.ctx.db.transaction().execute(async (tx) => {
+    const order = await lockOrder(p.ctx, tx, found.id);
+    if (!order.current_attempt_id) throw new KessaiError('no_payment', `order ${order.number} has no payment`, 409);
+    const attempt = await tx.selectFrom('payment_attempts').selectAll().where('id', '=', order.current_attempt_id).executeTakeFirstOrThrow();
+    if (op.kind === 'capture') {
+      if (attempt.state !== 'authorized') throw new KessaiError('not_capturable', `payment is ${attempt.state}; only an authorized payment can be captured`, 409);
+      if (amount > attempt.amount) throw invalid([{ field: 'amount', reason: `exceeds the authorized ${attempt.amount} yen` }]);
+    }
+    if (op.kind === 'refund') {
+      if (attempt.state !== 'captured' && attempt.state !== 'partially_refunded') {
+        throw new KessaiError('not_refundable', `payment is ${attempt.state}; only a captured payment can be refunded`, 409);
+      }
+      const queued = await tx.selectFrom('jobs').select('payload').where('kind', '=', 'payment.refund').where('state', 'in', ['pending', 'running']).execute();
+      const queuedAmount = queued
+        .map((j) => JSON.parse(j.payload) as { attemptId: string; amount: number })
+        .filter((j) => j.attemptId === attempt.id)
+        .reduce((sum, j) => sum + j.amount, 0);
+      const refundable = attempt.captured_amount - attempt.refunded_amount - queuedAmount;
+      if (amount > refundable) {
+        throw invalid([{ field: 'amount', reason: `exceeds the refundable ${refundable} yen (captured ${attempt.captured_amount}, refunded ${attempt.refunded_amount}, queued ${queuedAmount})` }]);
+      }
+    }
+    if (op.kind === 'cancel' && !['pending', 'awaiting_payment', 'authorized'].includes(attempt.state)) {
+      throw new KessaiError('not_cancellable', `payment is ${attempt.state}; refund a captured payment instead`, 409);
+    }
+    const jobKey = `payment.${op.kind}:${attempt.id}:${nowIso()}`;
+    await enqueue(tx, { kind: `payment.${op.kind}`, payload: { attemptId: attempt.id, amount }, dedupeKey: jobKey });
+    return { jobKey };
+  });
+}
+
+/**
+ * The reservation's time is up. The gateway is asked first (the customer may have paid a moment
+ * ago); only an order still waiting for payment afterwards expires and gives its stock back.
+ */
+export async function expireOrder(p: Payments, orderId: string): Promise<string> {
+  const order = await p.ctx.db.selectFrom('orders').selectAll().where('id', '=', orderId).executeTakeFirst();
+  if (!order) return 'gone';
+  if (order.state !== 'pending_payment') return order.state;
+  if (order.current_attempt_id) await readBack(p, order.current_attempt_id);
+  return p.ctx.db.transaction().execute(async (tx) => {
+    const current = await lockOrder(p.ctx, tx, orderId);
+    if (current.state !== 'pending_payment') return current.state;
+    if (current.expires_at > nowIso()) return current.state;
+    const t = applyOrderEvent(orderSnapshot(current), 'expire');
+    if (!t.ok) return current.state;
+    await applyOrderChange(tx, current, t.order, t.effects, 'reservation expired');
+    return t.order.state;
+  });
+}
