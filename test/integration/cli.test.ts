@@ -1,0 +1,109 @@
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { ENGINES, testDatabase } from '../helpers/db.js';
+
+const MAIN = join(import.meta.dirname, '../../src/cli/main.ts');
+
+function kessai(args: string[], env: Record<string, string>) {
+  const result = spawnSync(process.execPath, ['--import', 'tsx', MAIN, ...args], {
+    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'warn', ...env },
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  return { code: result.status, out: result.stdout, err: result.stderr };
+}
+
+function sqliteEnv() {
+  const dir = mkdtempSync(join(tmpdir(), 'kessai-cli-'));
+  return { KESSAI_DATA_DIR: dir, DATABASE_URL: join(dir, 'kessai.db') };
+}
+
+describe('kessai CLI', () => {
+  it('migrates up, reports status, and migrates down', () => {
+    const env = sqliteEnv();
+    assert.match(kessai(['migrate', 'status'], env).out, /pending {2}0001_initial/);
+    const up = kessai(['migrate'], env);
+    assert.equal(up.code, 0, up.err);
+    assert.match(up.out, /applied: 0001_initial/);
+    assert.match(kessai(['migrate', 'status'], env).out, /applied {2}0001_initial/);
+    assert.match(kessai(['migrate', 'up'], env).out, /nothing to do/);
+    assert.match(kessai(['migrate', 'down'], env).out, /reverted: 0001_initial/);
+    const bad = kessai(['migrate', 'sideways'], env);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.err, /Allowed choices are up, down, status/);
+  });
+
+  it('stops on bad configuration with one line per problem', () => {
+    const r = kessai(['migrate', 'status'], { ...sqliteEnv(), PORT: 'abc', KESSAI_SANDBOX: 'perhaps' });
+    assert.equal(r.code, 1);
+    assert.match(r.err, /invalid configuration:\n {2}PORT: .*\n {2}KESSAI_SANDBOX: must be on or off/);
+  });
+
+  it('creates and configures shops; a bad setting is refused with its name', () => {
+    const env = sqliteEnv();
+    assert.equal(kessai(['shop', 'create', 'nagoya', '--name', '名古屋店'], env).code, 0);
+    assert.match(kessai(['shop', 'list'], env).out, /nagoya\t名古屋店/);
+    const set = kessai(['shop', 'set', 'nagoya', 'sbps.merchantId=30132', 'sbps.hashKey=abcdefgh12345678'], env);
+    assert.equal(set.code, 0, set.err);
+    const show = kessai(['shop', 'show', 'nagoya'], env).out;
+    assert.match(show, /sbps\.merchantId\s+30132\s+shop/);
+    assert.match(show, /sbps\.hashKey\s+\*\*\*\*5678\s+shop/);
+    assert.doesNotMatch(show, /abcdefgh12345678/);
+    const bad = kessai(['shop', 'set', 'nagoya', 'sbps.enabled=maybe'], env);
+    assert.equal(bad.code, 1);
+    assert.match(bad.err, /sbps\.enabled: must be true or false/);
+    assert.match(kessai(['shop', 'create', 'nagoya', '--name', 'x'], env).err, /already exists/);
+  });
+
+  it('seeds the demo shop once', () => {
+    const env = sqliteEnv();
+    assert.match(kessai(['seed-demo'], env).out, /created: shop default, product demo-cd, product demo-serial, product demo-ticket/);
+    assert.match(kessai(['seed-demo'], env).out, /already present/);
+  });
+
+  it('answers --help for every command', () => {
+    for (const args of [['--help'], ['worker', '--help'], ['shop', 'set', '--help']]) {
+      const r = kessai(args, sqliteEnv());
+      assert.equal(r.code, 0, `${args.join(' ')}: ${r.err}`);
+      assert.match(r.out, /Usage: kessai/);
+    }
+  });
+
+  if (ENGINES.includes('postgres')) {
+    it('migrates a PostgreSQL database', async () => {
+      const db = await testDatabase('postgres', { migrate: false });
+      try {
+        const r = kessai(['migrate'], { ...sqliteEnv(), DATABASE_URL: db.url });
+        assert.equal(r.code, 0, r.err);
+        assert.match(kessai(['migrate', 'status'], { ...sqliteEnv(), DATABASE_URL: db.url }).out, /applied {2}0001_initial/);
+      } finally {
+        await db.drop();
+      }
+    });
+  }
+
+  it('serves, answers health checks, and stops cleanly on SIGTERM', async () => {
+    const env = { ...sqliteEnv(), PORT: '0' };
+    const port = 30000 + Math.floor(Math.random() * 20000);
+    const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'start', '--port', String(port)], { env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'warn', ...env } });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    try {
+      const deadline = Date.now() + 30_000;
+      while (!out.includes('kessai is running') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      assert.match(out, /shop {7}http:\/\/localhost:\d+\//);
+      const health = await fetch(`http://127.0.0.1:${port}/readyz`);
+      assert.equal(health.status, 200);
+      const products = (await (await fetch(`http://127.0.0.1:${port}/api/shops/default/products`)).json()) as { products: { code: string }[] };
+      assert.deepEqual(products.products.map((p) => p.code), ['demo-cd', 'demo-serial', 'demo-ticket']);
+    } finally {
+      child.kill('SIGTERM');
+    }
+    assert.equal(await exited, 0);
+  });
+});
