@@ -3,7 +3,7 @@ import { applyOrderChange, lockOrder, orderSnapshot, recordChange } from '../com
 import type { PaymentSnapshot, PaymentState } from '../commerce/payment-machine.js';
 import type { Context } from '../context.js';
 import { forUpdate } from '../db/index.js';
-import type { Order, PaymentAttempt } from '../db/schema.js';
+import type { PaymentAttempt } from '../db/schema.js';
 import { newId, nowIso } from '../ids.js';
 import type { GatewayFact } from './provider.js';
 

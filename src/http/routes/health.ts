@@ -1,6 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify';
 import { sql } from 'kysely';
 import { pendingMigrations } from '../../db/index.js';
+import { countOpenAlerts } from '../../jobs/admin.js';
 import type { Payments } from '../../payments/service.js';
 
 export function healthRoutes(p: Payments): FastifyPluginAsync {
@@ -15,8 +16,6 @@ export function healthRoutes(p: Payments): FastifyPluginAsync {
         if (pending.length > 0) {
           return reply.status(503).send({ status: 'not_ready', reason: `migrations not applied: ${pending.join(', ')} (run kessai migrate)` });
         }
-        const open = await ctx.db.selectFrom('alerts').select((eb) => eb.fn.countAll<number>().as('n')).where('resolved_at', 'is', null).executeTakeFirstOrThrow();
-        ctx.metrics.alertsOpen.set(Number(open.n));
         return { status: 'ready', engine: ctx.engine };
       } catch (error) {
         return reply.status(503).send({ status: 'not_ready', reason: `database unreachable: ${error instanceof Error ? error.message : String(error)}` });
@@ -24,6 +23,8 @@ export function healthRoutes(p: Payments): FastifyPluginAsync {
     });
 
     app.get('/metrics', { schema: { tags: ['operations'], summary: 'Prometheus metrics' } }, async (_request, reply) => {
+      // Read at scrape time: alerts are resolved by other processes too.
+      ctx.metrics.alertsOpen.set(await countOpenAlerts(ctx.db));
       return reply.type(ctx.metrics.registry.contentType).send(await ctx.metrics.registry.metrics());
     });
   };
