@@ -12,7 +12,7 @@ const yen = (n: number) => `${n.toLocaleString('ja-JP')}円`;
 export async function orderMail(ctx: Context, template: OrderMailTemplate, orderId: string, jobId: string) {
   const order = await ctx.db.selectFrom('orders').selectAll().where('id', '=', orderId).executeTakeFirstOrThrow();
   const shop = await ctx.db.selectFrom('shops').select('name').where('id', '=', order.shop_id).executeTakeFirstOrThrow();
-  const lines = await ctx.db.selectFrom('order_lines').selectAll().where('order_id', '=', orderId).orderBy('id').execute();
+  const lines = await ctx.db.selectFrom('order_lines').selectAll().where('order_id', '=', orderId).orderBy('position').execute();
   const attempt = order.current_attempt_id
     ? await ctx.db.selectFrom('payment_attempts').selectAll().where('id', '=', order.current_attempt_id).executeTakeFirst()
     : undefined;

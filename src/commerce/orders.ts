@@ -186,7 +186,7 @@ export async function createOrder(ctx: Context, input: unknown): Promise<Created
     await tx.insertInto('orders').values(row).execute();
     await tx
       .insertInto('order_lines')
-      .values(lines.map((l) => ({ id: newId('oln'), order_id: orderId, sku_id: l.sku.id, product_kind: l.sku.kind, name: l.sku.name, jan_code: l.sku.jan_code, unit_price: l.sku.price, quantity: l.quantity, tax_rate: l.sku.tax_rate, amount: l.amount })))
+      .values(lines.map((l, position) => ({ id: newId('oln'), order_id: orderId, sku_id: l.sku.id, position, product_kind: l.sku.kind, name: l.sku.name, jan_code: l.sku.jan_code, unit_price: l.sku.price, quantity: l.quantity, tax_rate: l.sku.tax_rate, amount: l.amount })))
       .execute();
     await tx
       .insertInto('reservations')
@@ -373,7 +373,7 @@ export interface CustomerOrderView {
 }
 
 export async function orderView(ctx: Context, order: Order): Promise<CustomerOrderView> {
-  const lines = await ctx.db.selectFrom('order_lines').selectAll().where('order_id', '=', order.id).orderBy('id').execute();
+  const lines = await ctx.db.selectFrom('order_lines').selectAll().where('order_id', '=', order.id).orderBy('position').execute();
   const attempt = order.current_attempt_id
     ? await ctx.db.selectFrom('payment_attempts').selectAll().where('id', '=', order.current_attempt_id).executeTakeFirst()
     : undefined;

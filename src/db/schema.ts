@@ -81,6 +81,8 @@ export interface OrderLineTable {
   id: string;
   order_id: string;
   sku_id: string;
+  /** Where the line stood in the customer's cart: lines are always listed in this order. */
+  position: number;
   product_kind: string;
   name: string;
   jan_code: string | null;

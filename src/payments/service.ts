@@ -4,7 +4,7 @@ import { getShopSettings } from '../commerce/shops.js';
 import type { Context } from '../context.js';
 import type { Order, PaymentAttempt } from '../db/schema.js';
 import { KessaiError, invalid, notFound } from '../errors.js';
-import { nowIso } from '../ids.js';
+import { newId, nowIso } from '../ids.js';
 import { enqueue } from '../jobs/outbox.js';
 import { applyFact, type ApplyResult, type FactSource } from './apply-fact.js';
 import type { AttemptContext, GatewayReply, PaymentAction, ProviderRegistry } from './provider.js';
@@ -29,20 +29,21 @@ export async function availableMethods(p: Payments, shopId: string): Promise<{ p
     .filter((m) => m.methods.length > 0);
 }
 
-async function assertPayable(p: Payments, shopId: string, payment: { provider: string; method?: string }): Promise<void> {
+/** `prefix` is where the payment choice sits in the caller's request body, so errors name the field sent. */
+async function assertPayable(p: Payments, shopId: string, payment: { provider: string; method?: string }, prefix: string): Promise<void> {
   const offered = await availableMethods(p, shopId);
   const provider = offered.find((m) => m.provider === payment.provider);
   if (!provider) {
     const names = offered.map((m) => m.provider).join(', ') || 'none';
-    throw invalid([{ field: 'payment.provider', reason: `"${payment.provider}" is not offered by this shop (offered: ${names})` }]);
+    throw invalid([{ field: `${prefix}provider`, reason: `"${payment.provider}" is not offered by this shop (offered: ${names})` }]);
   }
   if (payment.method && !provider.methods.includes(payment.method)) {
-    throw invalid([{ field: 'payment.method', reason: `"${payment.method}" is not offered with ${payment.provider} (offered: ${provider.methods.join(', ')})` }]);
+    throw invalid([{ field: `${prefix}method`, reason: `"${payment.method}" is not offered with ${payment.provider} (offered: ${provider.methods.join(', ')})` }]);
   }
 }
 
 export async function attemptContext(p: Payments, attempt: PaymentAttempt, order: Order, token?: string): Promise<AttemptContext> {
-  const lines = await p.ctx.db.selectFrom('order_lines').select(['name', 'unit_price', 'quantity']).where('order_id', '=', order.id).orderBy('id').execute();
+  const lines = await p.ctx.db.selectFrom('order_lines').select(['name', 'unit_price', 'quantity']).where('order_id', '=', order.id).orderBy('position').execute();
   const base = p.ctx.config.publicUrl;
   const orderPage = token ? `${base}/orders/${token}` : `${base}/orders`;
   return {
@@ -73,13 +74,19 @@ export interface CheckoutResult {
 
 /** Checkout: the order and its reservation first (committed), then the gateway hand-off. */
 export async function checkout(p: Payments, input: unknown): Promise<CheckoutResult> {
-  const parsed = orderInput.safeParse(input);
-  // Full validation (with every field named) happens in createOrder; here only what routing needs.
-  if (parsed.success) {
-    const shop = await p.ctx.db.selectFrom('shops').select('id').where('id', '=', parsed.data.shop).executeTakeFirst();
-    if (shop) await assertPayable(p, parsed.data.shop, parsed.data.payment);
+  let created;
+  try {
+    const parsed = orderInput.safeParse(input);
+    // Full validation (with every field named) happens in createOrder; here only what routing needs.
+    if (parsed.success) {
+      const shop = await p.ctx.db.selectFrom('shops').select('id').where('id', '=', parsed.data.shop).executeTakeFirst();
+      if (shop) await assertPayable(p, parsed.data.shop, parsed.data.payment, 'payment.');
+    }
+    created = await createOrder(p.ctx, input);
+  } catch (error) {
+    if (error instanceof KessaiError) p.ctx.metrics.checkouts.inc({ outcome: error.code === 'out_of_stock' ? 'out_of_stock' : 'invalid' });
+    throw error;
   }
-  const created = await createOrder(p.ctx, input);
   p.ctx.metrics.checkouts.inc({ outcome: 'created' });
   const started = await startAttempt(p, created.attemptId, created.order, created.token);
   return { order: created.order, token: created.token, ...started };
@@ -87,7 +94,7 @@ export async function checkout(p: Payments, input: unknown): Promise<CheckoutRes
 
 /** Pays again for an order that is still waiting for payment (after a decline or a cancel at the gateway). */
 export async function retryPayment(p: Payments, order: Order, token: string, payment: { provider: string; method?: string }): Promise<Omit<CheckoutResult, 'token' | 'order'>> {
-  await assertPayable(p, order.shop_id, payment);
+  await assertPayable(p, order.shop_id, payment, '');
   const attemptId = await openAttempt(p.ctx, order.id, payment);
   return startAttempt(p, attemptId, order, token);
 }
@@ -211,7 +218,7 @@ export async function requestOperation(p: Payments, orderRef: string, op: Operat
     if (op.kind === 'cancel' && !['pending', 'awaiting_payment', 'authorized'].includes(attempt.state)) {
       throw new KessaiError('not_cancellable', `payment is ${attempt.state}; refund a captured payment instead`, 409);
     }
-    const jobKey = `payment.${op.kind}:${attempt.id}:${nowIso()}`;
+    const jobKey = `payment.${op.kind}:${attempt.id}:${newId('op')}`;
     await enqueue(tx, { kind: `payment.${op.kind}`, payload: { attemptId: attempt.id, amount }, dedupeKey: jobKey });
     return { jobKey };
   });

@@ -96,6 +96,7 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn('id', 'text', (c) => c.primaryKey())
     .addColumn('order_id', 'text', (c) => c.notNull().references('orders.id'))
     .addColumn('sku_id', 'text', (c) => c.notNull().references('skus.id'))
+    .addColumn('position', 'integer', (c) => c.notNull())
     .addColumn('product_kind', 'text', (c) => c.notNull())
     .addColumn('name', 'text', (c) => c.notNull())
     .addColumn('jan_code', 'text')
