@@ -10,8 +10,10 @@
 //
 // Node 20's `--test` expands no globs and finds no .ts files by itself, so the files are listed here.
 // Unless TEST_DATABASE_URL is set, one throwaway PostgreSQL cluster is started for the whole run
-// (unix socket in its data dir, fsync off) and removed at the end, also on failure and Ctrl-C.
-// Each test gets its own database in that cluster (see test/helpers/db.ts).
+// (unix socket in its data dir, fsync off); each test gets its own database in it (test/helpers/db.ts).
+// Everything of a run lives in <tmp>/kessai-test-XXXXXX/: runner.pid, tmp/ (the tests' TMPDIR, so
+// their SQLite files go too) and data/ (the cluster). It is removed at the end, also on failure and
+// Ctrl-C; a run killed outright (SIGKILL) is cleaned up by the next one.
 
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -21,7 +23,7 @@ import { delimiter, dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const TMP_PREFIX = 'kessai-test-pg-';
+const TMP_PREFIX = 'kessai-testrun-';
 const started = performance.now();
 
 const seconds = (ms) => `${(ms / 1000).toFixed(1)} s`;
@@ -131,14 +133,25 @@ function pgTool(bindir, tool, args, cwd) {
   return result;
 }
 
-/** The cluster of this run: { base, data, bindir } while it exists. */
-let cluster = null;
+/** This run's directory: { base, tmp, bindir } (bindir once a cluster is set up in base/data). */
+let run = null;
 
-function stopCluster() {
-  if (!cluster) return;
-  const { base, data, bindir } = cluster;
-  cluster = null;
-  if (existsSync(join(data, 'postmaster.pid'))) {
+function createRunDir() {
+  const base = mkdtempSync(join(tmpdir(), TMP_PREFIX));
+  run = { base, tmp: join(base, 'tmp'), bindir: null };
+  writeFileSync(join(base, 'runner.pid'), String(process.pid));
+  chmodSync(base, 0o755); // the postgres user must reach base/data
+  mkdirSync(run.tmp);
+  return run;
+}
+
+/** Stops the cluster (if any) and removes the run directory; synchronous and idempotent. */
+function removeRunDir() {
+  if (!run) return;
+  const { base, bindir } = run;
+  run = null;
+  const data = join(base, 'data');
+  if (bindir && existsSync(join(data, 'postmaster.pid'))) {
     const stop = pgTool(bindir, 'pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop'], base);
     if (stop.status !== 0) log(`pg_ctl stop failed (exit ${stop.status}): ${stop.stderr.trim()}`);
   }
@@ -154,8 +167,8 @@ function isAlive(pid) {
   }
 }
 
-/** Removes clusters left behind by runs that were killed outright (SIGKILL gives no chance to clean up). */
-function reapStale(bindir) {
+/** Removes what runs killed outright left behind (SIGKILL gives no chance to clean up). */
+function reapStale() {
   const dir = tmpdir();
   for (const name of readdirSync(dir)) {
     if (!name.startsWith(TMP_PREFIX)) continue;
@@ -165,10 +178,10 @@ function reapStale(bindir) {
       if (!owner || isAlive(owner)) continue;
       const data = join(base, 'data');
       if (existsSync(join(data, 'postmaster.pid'))) {
-        pgTool(bindir, 'pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop'], dir);
+        pgTool(findPgBindir(), 'pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop'], dir);
       }
       rmSync(base, { recursive: true, force: true });
-      log(`removed a stale cluster left by process ${owner}: ${base}`);
+      log(`removed what the killed run ${owner} left: ${base}`);
     } catch {
       // not ours, or someone else is cleaning it up
     }
@@ -192,15 +205,11 @@ async function startCluster() {
     }
     owner = { uid: Number(uid.stdout), gid: Number(gid.stdout) };
   }
-  reapStale(bindir);
 
-  // <tmp>/kessai-test-pg-XXXX/ (ours, traversable) holds runner.pid and data/ (the postgres user's).
-  // The socket lives in data/: postgres must be able to create its lock file there.
-  const base = mkdtempSync(join(tmpdir(), TMP_PREFIX));
+  // data/ belongs to the postgres user; the socket lives there, as postgres must create its lock file.
+  const { base } = run;
   const data = join(base, 'data');
-  cluster = { base, data, bindir };
-  writeFileSync(join(base, 'runner.pid'), String(process.pid));
-  chmodSync(base, 0o755);
+  run.bindir = bindir;
   if (`${data}/.s.PGSQL.65535`.length > 100) {
     throw new Fatal(`the temp dir path is too long for a unix socket (${data}); set TMPDIR=/tmp`);
   }
@@ -245,9 +254,9 @@ let interrupted = null;
 
 function finish(code) {
   try {
-    stopCluster();
+    removeRunDir();
   } catch (error) {
-    log(`could not remove the test cluster: ${error.message}`);
+    log(`could not remove the test run's directory or cluster: ${error.message}`);
     if (code === 0) code = 1;
   }
   log(`total ${seconds(performance.now() - started)}`);
@@ -261,13 +270,15 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
     else finish(130);
   });
 }
-// Last resort (an uncaught error); stopCluster is synchronous and idempotent.
-process.on('exit', () => stopCluster());
+// Last resort (an uncaught error).
+process.on('exit', () => removeRunDir());
 
 async function main() {
   const { files, flags } = selectFiles(process.argv.slice(2));
   const engines = wantedEngines();
-  const env = { ...process.env, KESSAI_TEST_ENGINES: engines.join(',') };
+  reapStale();
+  const { tmp } = createRunDir();
+  const env = { ...process.env, KESSAI_TEST_ENGINES: engines.join(','), TMPDIR: tmp };
 
   if (engines.includes('postgres')) {
     if (process.env.TEST_DATABASE_URL) log(`PostgreSQL: using TEST_DATABASE_URL`);
@@ -278,7 +289,7 @@ async function main() {
   if (interrupted) return finish(130);
 
   const concurrency = Math.max(2, Math.min(4, availableParallelism()));
-  const args = ['--import', 'tsx', '--test', '--test-reporter=spec', `--test-concurrency=${concurrency}`, ...flags, ...files];
+  const args = ['--enable-source-maps', '--import', 'tsx', '--test', '--test-reporter=spec', `--test-concurrency=${concurrency}`, ...flags, ...files];
   log(`${files.length} test file(s), engines ${engines.join(', ')}, concurrency ${concurrency}`);
   child = spawn(process.execPath, args, { stdio: 'inherit', env, cwd: process.cwd() });
   child.on('error', (error) => {

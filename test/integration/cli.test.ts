@@ -3,13 +3,15 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { ENGINES, testDatabase } from '../helpers/db.js';
 
-const MAIN = join(import.meta.dirname, '../../src/cli/main.ts');
+// The command as users get it: the built bin (built once here, as `npm start` does).
+const ROOT = join(import.meta.dirname, '../..');
+const MAIN = join(ROOT, 'dist/cli/main.js');
 
 function kessai(args: string[], env: Record<string, string>) {
-  const result = spawnSync(process.execPath, ['--import', 'tsx', MAIN, ...args], {
+  const result = spawnSync(process.execPath, [MAIN, ...args], {
     env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'warn', ...env },
     encoding: 'utf8',
     timeout: 60_000,
@@ -23,6 +25,11 @@ function sqliteEnv() {
 }
 
 describe('kessai CLI', () => {
+  before(() => {
+    const build = spawnSync('npm', ['run', 'build'], { cwd: ROOT, encoding: 'utf8' });
+    assert.equal(build.status, 0, `npm run build failed:\n${build.stdout}${build.stderr}`);
+  });
+
   it('migrates up, reports status, and migrates down', () => {
     const env = sqliteEnv();
     assert.match(kessai(['migrate', 'status'], env).out, /pending {2}0001_initial/);
@@ -89,14 +96,16 @@ describe('kessai CLI', () => {
   it('serves, answers health checks, and stops cleanly on SIGTERM', async () => {
     const env = { ...sqliteEnv(), PORT: '0' };
     const port = 30000 + Math.floor(Math.random() * 20000);
-    const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'start', '--port', String(port)], { env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'warn', ...env } });
+    const child = spawn(process.execPath, [MAIN, 'start', '--port', String(port)], { env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'warn', ...env } });
     let out = '';
+    let err = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
     try {
-      const deadline = Date.now() + 30_000;
+      const deadline = Date.now() + 60_000;
       while (!out.includes('kessai is running') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-      assert.match(out, /shop {7}http:\/\/localhost:\d+\//);
+      assert.match(out, /shop {7}http:\/\/localhost:\d+\//, `no start banner; stderr:\n${err}`);
       const health = await fetch(`http://127.0.0.1:${port}/readyz`);
       assert.equal(health.status, 200);
       const products = (await (await fetch(`http://127.0.0.1:${port}/api/shops/default/products`)).json()) as { products: { code: string }[] };
