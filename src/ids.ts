@@ -18,6 +18,25 @@ function base32(bytes: Uint8Array): string {
   return out;
 }
 
+/*
+ * Random bytes are drawn from a pooled buffer: each call into OpenSSL costs a system call, and a
+ * checkout needs a dozen ids (docs/benchmarks.md). The pool is refilled from the same CSPRNG.
+ */
+const POOL_SIZE = 4096;
+let pool = randomBytes(POOL_SIZE);
+let offset = 0;
+
+export function random(n: number): Buffer {
+  if (n > POOL_SIZE) return randomBytes(n);
+  if (offset + n > POOL_SIZE) {
+    pool = randomBytes(POOL_SIZE);
+    offset = 0;
+  }
+  const out = pool.subarray(offset, offset + n);
+  offset += n;
+  return out;
+}
+
 /**
  * A time-ordered, unguessable identifier such as `ord_01jd5x…`: 48 bits of milliseconds (so ids of
  * one kind sort by creation) followed by 80 random bits.
@@ -25,12 +44,12 @@ function base32(bytes: Uint8Array): string {
 export function newId(prefix: string): string {
   const time = Buffer.alloc(6);
   time.writeUIntBE(Date.now(), 0, 6);
-  return `${prefix}_${base32(time)}${base32(randomBytes(10))}`;
+  return `${prefix}_${base32(time)}${base32(random(10))}`;
 }
 
 /** A bearer secret for URLs (order status links): 256 random bits. */
 export function newSecret(): string {
-  return randomBytes(32).toString('base64url');
+  return Buffer.from(random(32)).toString('base64url');
 }
 
 export function nowIso(date: Date = new Date()): string {

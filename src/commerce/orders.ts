@@ -1,11 +1,11 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { sql } from 'kysely';
 import { z } from 'zod';
 import type { Context } from '../context.js';
 import { forUpdate, type Tx } from '../db/index.js';
 import type { Order } from '../db/schema.js';
 import { KessaiError, notFound, parseInput, type FieldProblem, invalid } from '../errors.js';
-import { newId, newSecret, nowIso } from '../ids.js';
+import { newId, newSecret, nowIso, random } from '../ids.js';
 import { enqueue } from '../jobs/outbox.js';
 import { applyOrderEvent, type OrderSnapshot } from './decide.js';
 import type { OrderEffect, OrderEvent, OrderState } from './order-machine.js';
@@ -72,12 +72,15 @@ export function hashToken(token: string): string {
   return createHash('sha256').update(token).digest('hex');
 }
 
-/** A number a customer can read out on the phone: K + JST date + 6 characters. */
+/**
+ * A number a customer can read out on the phone: K + JST date + 8 characters without look-alikes
+ * (32^8 per day: a collision is a one-in-millions event even on a flash-sale day, and is retried).
+ */
 function orderNumber(now: Date): string {
   const jst = new Date(now.getTime() + 9 * 3600_000).toISOString();
   const date = jst.slice(2, 10).replace(/-/g, '');
   const alphabet = '23456789ABCDEFGHJKLMNPQRSTUVWXYZ';
-  const suffix = [...randomBytes(6)].map((b) => alphabet[b % alphabet.length]).join('');
+  const suffix = [...random(8)].map((b) => alphabet[b % alphabet.length]).join('');
   return `K${date}-${suffix}`;
 }
 
@@ -107,7 +110,6 @@ export async function createOrder(ctx: Context, input: unknown): Promise<Created
   const token = newSecret();
   const orderId = newId('ord');
   const attemptId = newId('pay');
-  const number = orderNumber(now);
   const expiresAt = nowIso(new Date(now.getTime() + ctx.config.reservationTtlSeconds * 1000));
 
   const order = await ctx.db.transaction().execute(async (tx) => {
@@ -155,6 +157,8 @@ export async function createOrder(ctx: Context, input: unknown): Promise<Created
       }
     }
 
+    let number = orderNumber(now);
+    while (await tx.selectFrom('orders').select('id').where('number', '=', number).executeTakeFirst()) number = orderNumber(now);
     const customerId = newId('cus');
     const at = nowIso(now);
     await tx
@@ -201,6 +205,7 @@ export async function createOrder(ctx: Context, input: unknown): Promise<Created
     }
     await insertAttempt(tx, { id: attemptId, order: row, provider: o.payment.provider, method: o.payment.method ?? null, seq: 1 });
     await recordChange(tx, 'order', orderId, null, 'pending_payment', 'checkout');
+    // Its own job, due when the reservation ends, so stock comes back on time (the sweep is a backstop).
     await enqueue(tx, { kind: 'order.expire', payload: { orderId }, dedupeKey: `order.expire:${orderId}`, runAt: new Date(expiresAt) });
     return row;
   });
