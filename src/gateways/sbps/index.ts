@@ -1,0 +1,66 @@
+/** `kessai/sbps`: SBPS link-type protocol code, usable from any Node program (no database, no HTTP server). */
+export {
+  DETAIL_FIELDS,
+  DETAILS,
+  fieldsFor,
+  normaliseForSbps,
+  REQUEST_FIELDS,
+  RESULT_FIELDS,
+  RETURN_FIELDS,
+  SBPS_ERROR_TYPE,
+  SBPS_EXCEPTION_CHARS,
+  SBPS_LIMITS,
+  SbpsFieldError,
+  checkField,
+  type DetailOptions,
+  type FieldDef,
+  type FieldProblem,
+  type FieldSlot,
+  type FieldType,
+  type MessageKind,
+  type RequestFieldName,
+  type SbpsLimitName,
+  type SbpsLimits,
+} from './fields.js';
+export { concatForHash, HASH_ENCODING, hashesMatch, sbpsHash, trimForHash, type HashKind } from './hash.js';
+export {
+  buildFreeCsv,
+  FREE_CSV_BASE64_OF,
+  FREE_CSV_KEYS,
+  parseFreeCsv,
+  type FreeCsvEncoding,
+  type FreeCsvInput,
+  type FreeCsvKey,
+  type FreeCsvOptions,
+} from './free-csv.js';
+export {
+  buildPurchaseRequest,
+  DETAIL_KEYS,
+  encodeMessage,
+  orderedEntries,
+  orderedValues,
+  parseMessage,
+  preparePurchaseRequest,
+  validateMessage,
+  verifyMessage,
+  type DetailKey,
+  type DetailRow,
+  type EncodeOptions,
+  type PurchaseRequestInput,
+  type PurchaseRequestOptions,
+  type SbpsMessage,
+  type VerifyResult,
+} from './messages.js';
+export { maskHashKey, verifyReport } from './verify-report.js';
+export { SjisError, sjisByteLength, truncateSjis } from '../common/sjis.js';
+export {
+  decodeSbpsErrorCode,
+  SbpsApiError,
+  SbpsTransportError,
+  sbpsXmlApi,
+  type SbpsApiResult,
+  type SbpsInquiry,
+  type SbpsInquiryState,
+  type SbpsXmlApi,
+  type SbpsXmlApiOptions,
+} from './xml-api.js';
