@@ -43,3 +43,11 @@ export function parseInput<S extends z.ZodType>(schema: S, input: unknown, prefi
   if (!result.success) throw invalid(problemsOf(result.error, prefix));
   return result.data;
 }
+
+/**
+ * Thrown by a job handler when running it again could do harm — a money operation whose outcome is
+ * unknown and cannot be checked — so the job is dead-lettered at once, with an alert, for a person.
+ */
+export class StopRetrying extends Error {
+  override name = 'StopRetrying';
+}

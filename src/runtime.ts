@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { sandboxSecret } from './commerce/shops.js';
+import { SBPS_SANDBOX_MERCHANT, sandboxSecret } from './commerce/shops.js';
 import type { Config } from './config.js';
 import type { Context } from './context.js';
 import { migrateToLatest, openDatabase } from './db/index.js';
@@ -12,7 +12,9 @@ import { createLogger, Metrics } from './observability.js';
 import { paymentJobKinds } from './payments/jobs.js';
 import { ProviderRegistry } from './payments/provider.js';
 import type { Payments } from './payments/service.js';
+import { sbpsProvider } from './payments/sbps.js';
 import { testpayProvider } from './payments/testpay.js';
+import { sbpsSandbox } from './sandbox/sbps.js';
 import { testpaySandbox } from './sandbox/testpay.js';
 
 /** Recurring work, in Asia/Tokyo time; each tick is an outbox job, so its outcome is recorded. */
@@ -40,6 +42,7 @@ export async function createRuntime(config: Config, opts: { logDestination?: Nod
   const ctx: Context = { config, db: handle.db, engine: handle.engine, log, metrics: new Metrics() };
 
   const providers = new ProviderRegistry();
+  providers.register(sbpsProvider());
   if (config.sandbox) providers.register(testpayProvider({ baseUrl: `${config.publicUrl}/sandbox/testpay` }));
   const payments: Payments = { ctx, providers };
 
@@ -59,16 +62,24 @@ export async function createRuntime(config: Config, opts: { logDestination?: Nod
   };
 }
 
+/** The simulated outside world, mounted under /sandbox: it knows the same derived secrets as the store. */
+export function sandboxPlugins(config: Config, log: Runtime['ctx']['log']): ((app: FastifyInstance) => Promise<void>)[] {
+  return [
+    async (app) => {
+      await app.register(testpaySandbox({ secret: sandboxSecret(config, 'testpay'), log }), { prefix: '/sandbox/testpay' });
+      const merchant = {
+        ...SBPS_SANDBOX_MERCHANT,
+        hashKey: sandboxSecret(config, 'sbps'),
+        basicAuth: { user: `${SBPS_SANDBOX_MERCHANT.merchantId}${SBPS_SANDBOX_MERCHANT.serviceId}`, password: sandboxSecret(config, 'sbps-api') },
+      };
+      await app.register(sbpsSandbox({ merchants: [merchant], log }), { prefix: '/sandbox/sbps' });
+    },
+  ];
+}
+
 /** The HTTP server of a runtime; with the sandbox on, the simulated gateways are mounted under /sandbox. */
 export async function createServer(rt: Runtime): Promise<FastifyInstance> {
-  const plugins = rt.ctx.config.sandbox
-    ? [
-        async (app: FastifyInstance) => {
-          await app.register(testpaySandbox({ secret: sandboxSecret(rt.ctx.config, 'testpay'), log: rt.ctx.log }), { prefix: '/sandbox/testpay' });
-        },
-      ]
-    : [];
-  return buildApp({ payments: rt.payments, plugins });
+  return buildApp({ payments: rt.payments, plugins: rt.ctx.config.sandbox ? sandboxPlugins(rt.ctx.config, rt.ctx.log) : [] });
 }
 
 export function startWorker(rt: Runtime, opts: DispatcherOptions = {}): { stop(): Promise<void> } {

@@ -1,12 +1,17 @@
 #!/usr/bin/env node
+import { readFile } from 'node:fs/promises';
+import formbody from '@fastify/formbody';
 import { Command, Option } from 'commander';
+import Fastify, { type FastifyBaseLogger } from 'fastify';
 import { seedDemo } from '../commerce/demo.js';
 import { createShop, describeShop, listShops, setShopSettings } from '../commerce/shops.js';
 import { ConfigError, loadConfig, readDotEnv, type Config } from '../config.js';
 import { migrateDown, migrateToLatest, migrationStatus, openDatabase } from '../db/index.js';
 import { KessaiError } from '../errors.js';
 import { listAlerts, listJobs, retryJob } from '../jobs/admin.js';
-import { createRuntime, createServer, startWorker, type Runtime } from '../runtime.js';
+import { verifyReport } from '../gateways/sbps/verify-report.js';
+import { createLogger } from '../observability.js';
+import { createRuntime, createServer, sandboxPlugins, startWorker, type Runtime } from '../runtime.js';
 
 /*
  * `kessai`: every command reads the same validated configuration (environment and .env) and
@@ -27,6 +32,12 @@ async function withRuntime<T>(fn: (rt: Runtime) => Promise<T>, overrides: Partia
   } finally {
     await rt.close();
   }
+}
+
+async function readStdin(): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
 }
 
 function print(value: unknown): void {
@@ -191,6 +202,36 @@ export function program(): Command {
         print(`shop ${id}: set ${Object.keys(values).join(', ')}`);
       }),
     );
+
+  cli
+    .command('sandbox')
+    .description('run only the simulated gateways (testpay, SBPS) on their own port, for a store elsewhere')
+    .option('-p, --port <port>', 'port to listen on', '3001')
+    .action(async (opts: { port: string }) => {
+      const cfg = config({ PORT: opts.port });
+      if (!cfg.sandbox) throw new KessaiError('sandbox_off', 'KESSAI_SANDBOX=off: the sandbox is for development and tests only');
+      const log = createLogger(cfg.logLevel);
+      const app = Fastify({ loggerInstance: log as FastifyBaseLogger });
+      await app.register(formbody);
+      for (const plugin of sandboxPlugins(cfg, log)) await plugin(app);
+      await app.listen({ port: cfg.port, host: cfg.host });
+      print(`kessai sandbox on http://${cfg.host}:${cfg.port}/sandbox/sbps and /sandbox/testpay`);
+      process.on('SIGTERM', () => void app.close().then(() => process.exit(0)));
+      process.on('SIGINT', () => void app.close().then(() => process.exit(0)));
+    });
+
+  const sbps = cli.command('sbps').description('SBPS tools');
+  sbps
+    .command('verify [file]')
+    .description('check the sps_hashcode of a raw body as SBPS sends it (urlencoded Shift_JIS); reads stdin without a file or with -')
+    .requiredOption('--hash-key <key>', 'the shop\'s SBPS hash key')
+    .addOption(new Option('--kind <kind>', 'which message the body is').choices(['request', 'result', 'return']).makeOptionMandatory())
+    .action(async (file: string | undefined, opts: { hashKey: string; kind: 'request' | 'result' | 'return' }) => {
+      const body = !file || file === '-' ? await readStdin() : await readFile(file);
+      const report = verifyReport(opts.kind, body, opts.hashKey);
+      print(report.text);
+      process.exitCode = report.ok ? 0 : 2;
+    });
 
   const jobs = cli.command('jobs').description('outbox jobs and alerts');
   jobs

@@ -23,7 +23,7 @@ interface SettingDef {
   check: z.ZodType<string | boolean>;
   env?: LegacyKey;
   /** Value when nothing is set: may depend on the process configuration (sandbox URLs). */
-  fallback?: (config: Config) => string | boolean;
+  fallback?: (config: Config) => string | boolean | undefined;
 }
 
 const bool = z.boolean();
@@ -35,10 +35,17 @@ export const SHOP_SETTINGS: readonly SettingDef[] = [
   { key: 'testpay.enabled', description: 'Offer the sandbox test gateway (development only)', secret: false, kind: 'boolean', check: bool, fallback: (c) => c.sandbox },
   { key: 'testpay.secret', description: 'Signing secret shared with the sandbox test gateway', secret: true, kind: 'string', check: secret, fallback: (c) => sandboxSecret(c, 'testpay') },
   { key: 'sbps.enabled', description: 'Offer SBPS link-type payment', secret: false, kind: 'boolean', check: bool, fallback: () => false },
-  { key: 'sbps.merchantId', description: 'SBPS merchant id (マーチャントID)', secret: false, kind: 'string', check: text(/^\d{1,10}$/, 'must be digits'), env: 'SBPS_MERCHANT_ID' },
-  { key: 'sbps.serviceId', description: 'SBPS service id (サービスID)', secret: false, kind: 'string', check: text(/^\d{1,5}$/, 'must be digits'), env: 'SBPS_SERVICE_ID' },
-  { key: 'sbps.hashKey', description: 'SBPS hash key (ハッシュキー)', secret: true, kind: 'string', check: secret, env: 'SBPS_HASH_KEY' },
-  { key: 'sbps.gatewayUrl', description: 'SBPS purchase-request URL', secret: false, kind: 'string', check: url, env: 'SBPS_GATEWAY_URL' },
+  { key: 'sbps.merchantId', description: 'SBPS merchant id (マーチャントID)', secret: false, kind: 'string', check: text(/^\d{1,10}$/, 'must be digits'), env: 'SBPS_MERCHANT_ID', fallback: sandboxOnly(() => SBPS_SANDBOX_MERCHANT.merchantId) },
+  { key: 'sbps.serviceId', description: 'SBPS service id (サービスID)', secret: false, kind: 'string', check: text(/^\d{1,5}$/, 'must be digits'), env: 'SBPS_SERVICE_ID', fallback: sandboxOnly(() => SBPS_SANDBOX_MERCHANT.serviceId) },
+  { key: 'sbps.hashKey', description: 'SBPS hash key (ハッシュキー)', secret: true, kind: 'string', check: secret, env: 'SBPS_HASH_KEY', fallback: sandboxOnly((c) => sandboxSecret(c, 'sbps')) },
+  { key: 'sbps.gatewayUrl', description: 'SBPS purchase-request URL (test: https://stbfep.sps-system.com/f01/FepBuyInfoReceive.do, production: https://fep.sps-system.com/f01/FepBuyInfoReceive.do)', secret: false, kind: 'string', check: url, env: 'SBPS_GATEWAY_URL', fallback: sandboxOnly((c) => `${c.publicUrl}/sandbox/sbps/f01/FepBuyInfoReceive.do`) },
+  { key: 'sbps.apiUrl', description: 'SBPS XML API URL (test: https://stbfep.sps-system.com/api/xmlapi.do, production: https://api.sps-system.com/api/xmlapi.do)', secret: false, kind: 'string', check: url, fallback: sandboxOnly((c) => `${c.publicUrl}/sandbox/sbps/api/xmlapi.do`) },
+  { key: 'sbps.apiUser', description: 'SBPS XML API Basic-auth user', secret: false, kind: 'string', check: text(/^[\x21-\x7e]{1,64}$/, 'must be 1–64 printable ASCII characters'), fallback: sandboxOnly(() => `${SBPS_SANDBOX_MERCHANT.merchantId}${SBPS_SANDBOX_MERCHANT.serviceId}`) },
+  { key: 'sbps.apiPassword', description: 'SBPS XML API Basic-auth password', secret: true, kind: 'string', check: secret, fallback: sandboxOnly((c) => sandboxSecret(c, 'sbps-api')) },
+  { key: 'sbps.payMethods', description: 'pay_method codes offered, comma-separated (empty: the customer chooses on the SBPS screen)', secret: false, kind: 'string', check: text(/^[a-z0-9]+(,[a-z0-9]+)*$/, 'must be pay_method codes separated by commas, e.g. credit3d2,webcvs') },
+  { key: 'sbps.captureMode', description: 'auto (自動売上: an OK credit result is a sale) or manual (指定売上: commit later)', secret: false, kind: 'string', check: z.enum(['auto', 'manual'], { error: 'must be auto or manual' }), fallback: () => 'auto' },
+  { key: 'sbps.limitSecond', description: 'limit_second: seconds the customer has on the SBPS screen', secret: false, kind: 'string', check: text(/^\d{2,4}$/, 'must be 10–9999 seconds'), fallback: () => '600' },
+  { key: 'sbps.allowedIps', description: 'accept result notifications only from these addresses, comma-separated (SBPS test 61.215.213.47, production 61.215.213.20; empty: any)', secret: false, kind: 'string', check: text(/^[0-9a-fA-F.:]+(,[0-9a-fA-F.:]+)*$/, 'must be IP addresses separated by commas') },
   { key: 'atone.enabled', description: 'Offer atone (NP後払い)', secret: false, kind: 'boolean', check: bool, fallback: () => false },
   { key: 'atone.publicKey', description: 'atone public key', secret: false, kind: 'string', check: text(/^[\w-]{8,256}$/, 'must be 8–256 letters, digits, _ or -'), env: 'ATONE_PUBLIC_KEY' },
   { key: 'atone.secretKey', description: 'atone secret key', secret: true, kind: 'string', check: secret, env: 'ATONE_SECRET_KEY' },
@@ -47,6 +54,14 @@ export const SHOP_SETTINGS: readonly SettingDef[] = [
   { key: 'komoju.webhookSecret', description: 'KOMOJU webhook secret', secret: true, kind: 'string', check: secret, env: 'KOMOJU_WEBHOOK_SECRET' },
   { key: 'google.mapsApiKey', description: 'Google Geocoding API key (optional postcode provider)', secret: true, kind: 'string', check: secret, env: 'GOOGLE_MAPS_API_KEY' },
 ];
+
+/** The one merchant the sandbox's SBPS knows; its keys are derived like every sandbox secret. */
+export const SBPS_SANDBOX_MERCHANT = { merchantId: '30132', serviceId: '001' } as const;
+
+/** A fallback that applies only while the sandbox is on: production never gets a made-up credential. */
+function sandboxOnly(value: (c: Config) => string): (c: Config) => string | undefined {
+  return (c) => (c.sandbox ? value(c) : undefined);
+}
 
 /** A development secret shared by the store and its in-process sandbox, derived so both sides agree. */
 export function sandboxSecret(config: Config, party: string): string {

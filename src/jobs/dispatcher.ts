@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { ExpressionBuilder } from 'kysely';
 import type { Context } from '../context.js';
+import { StopRetrying } from '../errors.js';
 import type { Database, Job } from '../db/schema.js';
 import { newId, nowIso } from '../ids.js';
 import type { JobKind, JobRegistry } from './registry.js';
@@ -298,7 +299,8 @@ export class Dispatcher {
     const message = describe(error);
     const now = new Date();
     const at = nowIso(now);
-    const exhausted = job.attempts >= (kind?.maxAttempts ?? this.ctx.config.jobMaxAttempts);
+    // A handler that knows a retry could do harm (an outcome it cannot check) stops at once.
+    const exhausted = error instanceof StopRetrying || job.attempts >= (kind?.maxAttempts ?? this.ctx.config.jobMaxAttempts);
     const retryAt = nowIso(new Date(now.getTime() + retryDelayMs(job.attempts, this.backoffBaseMs, this.backoffCapMs)));
 
     const held = await this.ctx.db.transaction().execute(async (tx) => {
@@ -318,7 +320,7 @@ export class Dispatcher {
           .values({
             id: newId('alr'),
             kind: 'job_dead',
-            message: `job ${job.kind} ${job.id} failed ${job.attempts} times and was dead-lettered; last error: ${message}`,
+            message: `job ${job.kind} ${job.id} failed ${job.attempts} time(s) and was dead-lettered; last error: ${message}`,
             ref: job.id,
             created_at: at,
             resolved_at: null,

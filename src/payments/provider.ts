@@ -63,6 +63,11 @@ export interface PaymentProvider {
   start(a: AttemptContext): Promise<{ action: PaymentAction; gatewayRef?: string }>;
   /** Checks a notification over its raw bytes and turns it into facts. */
   parseNotification(input: { rawBody: Buffer; headers: Record<string, string | string[] | undefined>; settings: ShopSettings; remoteAddress: string }): Promise<NotificationResult>;
+  /**
+   * Checks the signed data a gateway posts with the customer's browser return. It is shown, never
+   * trusted for money: only notifications and read-backs are facts.
+   */
+  verifyReturn?(input: { rawBody: Buffer; settings: ShopSettings }): { valid: boolean; reason?: string };
   /** Reads the attempt's state from the gateway's API: the fallback source of truth. */
   readBack(a: AttemptContext): Promise<GatewayFact[]>;
   /** Money operations: amounts are always explicit; the key makes a retried call safe. */

@@ -52,7 +52,7 @@ export async function attemptContext(p: Payments, attempt: PaymentAttempt, order
     order: { id: order.id, number: order.number, total: order.total, email: order.email, lines: lines.map((l) => ({ name: l.name, unitPrice: l.unit_price, quantity: l.quantity })) },
     urls: {
       returnUrl: `${orderPage}/return?attempt=${attempt.id}`,
-      cancelUrl: `${orderPage}?cancelled=${attempt.id}`,
+      cancelUrl: `${orderPage}/return?attempt=${attempt.id}&cancelled=1`,
       notifyUrl: `${base}/webhooks/${attempt.provider}/${attempt.shop_id}`,
     },
   };

@@ -440,7 +440,7 @@ forEachEngine('payment flow through the gateway', (engine) => {
     const res = await fetch(`${store.url}/api/orders/${order.token}/payments`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ provider: 'sbps' }),
+      body: JSON.stringify({ provider: 'komoju' }),
     });
     assert.equal(res.status, 400);
     const body = (await res.json()) as ErrorBody;
@@ -454,7 +454,9 @@ forEachEngine('payment flow through the gateway', (engine) => {
     const order = await placeOrder(store, [{ sku: code, quantity: 3 }]);
     assert.deepEqual(await sku(store, code), { on_hand: 10, reserved: 3 });
     const back = await press(order.payUrl, 'cancel');
-    assert.equal(back.pathname, `/orders/${order.token}`);
+    // The gateway sends the customer to the cancel URL: the order's return page, which asks the gateway.
+    assert.equal(back.pathname, `/orders/${order.token}/return`);
+    assert.equal(back.searchParams.get('cancelled'), '1');
     assert.equal(await stateOf(store, order.token), 'cancelled');
     assert.deepEqual(await sku(store, code), { on_hand: 10, reserved: 0 });
     assert.equal((await mailJobs(store, order.orderId, 'order_cancelled')).length, 1);

@@ -12,7 +12,15 @@ import { createLogger, Metrics } from '../../src/observability.js';
 import { forEachEngine, useTestDatabase } from '../helpers/db.js';
 
 function contextFor(db: Context['db'], engine: Context['engine'], env: Record<string, string> = {}): Context {
-  const config = loadConfig({ KESSAI_DATA_DIR: mkdtempSync(join(tmpdir(), 'kessai-shop-')), KESSAI_MASTER_KEY: '11'.repeat(32), ...env });
+  // Production settings: no sandbox fallbacks, so only what the shop and the environment say counts.
+  const config = loadConfig({
+    KESSAI_DATA_DIR: mkdtempSync(join(tmpdir(), 'kessai-shop-')),
+    KESSAI_MASTER_KEY: '11'.repeat(32),
+    KESSAI_SANDBOX: 'off',
+    KESSAI_ADMIN_TOKEN: 'a'.repeat(32),
+    KESSAI_SMTP_URL: 'smtp://127.0.0.1:2525',
+    ...env,
+  });
   const log = createLogger('silent', new Writable({ write: (_c, _e, done) => done() }));
   return { config, db, engine, log, metrics: new Metrics() };
 }

@@ -5,7 +5,7 @@ import { Eta } from 'eta';
 import { z } from 'zod';
 import { listProducts } from '../../commerce/catalog.js';
 import { findOrderByToken, orderView } from '../../commerce/orders.js';
-import { DEFAULT_SHOP_ID } from '../../commerce/shops.js';
+import { DEFAULT_SHOP_ID, getShopSettings } from '../../commerce/shops.js';
 import { KessaiError, parseInput } from '../../errors.js';
 import { availableMethods, checkout, readBack, retryPayment, type Payments } from '../../payments/service.js';
 import type { PaymentAction } from '../../payments/provider.js';
@@ -91,7 +91,8 @@ export function pageRoutes(p: Payments): FastifyPluginAsync {
       const { token } = parseInput(tokenParams, request.params);
       const order = await orderView(ctx, await findOrderByToken(ctx, token));
       const processing = order.state === 'pending_payment' && order.payment?.state === 'pending';
-      const canRetry = order.state === 'pending_payment' && order.payment?.state !== 'pending';
+      // Also while an attempt is pending: a customer who left the gateway's page must be able to choose again.
+      const canRetry = order.state === 'pending_payment';
       const found = await findOrderByToken(ctx, token);
       const methods = canRetry ? await availableMethods(p, found.shop_id) : [];
       return page(reply, 'order', { title: order.number, order, token, processing, canRetry, methods, stateLabel: STATE_LABELS[order.state] ?? order.state, refresh: processing ? 3 : undefined });
@@ -114,6 +115,27 @@ export function pageRoutes(p: Payments): FastifyPluginAsync {
         }
       }
       return reply.redirect(`/orders/${token}`, 303);
+    });
+
+    // Gateways that post the customer back (SBPS's return screen) sign the post: it is checked and
+    // logged, then the customer sees the order's real state. It never moves money.
+    await app.register(async (raw) => {
+      raw.removeAllContentTypeParsers();
+      raw.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: 64 * 1024 }, (_request, body, done) => done(null, body));
+      raw.post('/orders/:token/return', { schema: { hide: true } }, async (request, reply) => {
+        const { token } = parseInput(tokenParams, request.params);
+        const { attempt } = parseInput(z.object({ attempt: z.string().optional() }).passthrough(), request.query);
+        const order = await findOrderByToken(ctx, token);
+        const own = attempt
+          ? await ctx.db.selectFrom('payment_attempts').select(['id', 'provider', 'shop_id']).where('id', '=', attempt).where('order_id', '=', order.id).executeTakeFirst()
+          : undefined;
+        const provider = own ? p.providers.get(own.provider) : undefined;
+        if (own && provider?.verifyReturn) {
+          const check = provider.verifyReturn({ rawBody: Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0), settings: await getShopSettings(ctx, own.shop_id) });
+          if (!check.valid) request.log.warn({ attempt: own.id, reason: check.reason }, 'browser return failed verification');
+        }
+        return reply.redirect(`/orders/${token}`, 303);
+      });
     });
 
     app.post('/orders/:token/pay', { schema: { hide: true } }, async (request, reply) => {
