@@ -15,6 +15,8 @@ import { expireOrder, readBack, runOperation, type Payments } from './service.js
 /** How long an attempt may sit unfinished before the gateway is asked, and for how long we keep asking. */
 const RECONCILE_AFTER_MS = 15 * 60_000;
 const RECONCILE_WITHIN_MS = 30 * 24 * 3600_000;
+/** A paid attempt is compared with the gateway's record once, this long after it last changed. */
+const CHECK_PAID_AFTER_MS = 60 * 60_000;
 
 const attemptPayload = z.object({ attemptId: z.string(), amount: z.number().int().nonnegative().default(0) });
 
@@ -61,6 +63,20 @@ export function paymentJobKinds(p: Payments, mailer: Mailer): JobKind[] {
         const hour = nowIso().slice(0, 13);
         for (const a of stale) {
           await enqueue(p.ctx.db, { kind: 'payment.readback', payload: { attemptId: a.id }, dedupeKey: `readback:${a.id}:${hour}` });
+        }
+        // The other side of the four SBPS cases (paid/unpaid × delivered/undelivered): a payment we
+        // hold as paid is checked once, a while after it settled. If the gateway says otherwise the
+        // fact conflicts, the order goes on hold and an operator is alerted.
+        const settled = await p.ctx.db
+          .selectFrom('payment_attempts')
+          .select('id')
+          .where('state', 'in', ['captured', 'partially_refunded'])
+          .where('updated_at', '<', nowIso(new Date(now - CHECK_PAID_AFTER_MS)))
+          .where('updated_at', '>', nowIso(new Date(now - CHECK_PAID_AFTER_MS - RECONCILE_AFTER_MS * 2)))
+          .limit(500)
+          .execute();
+        for (const a of settled) {
+          await enqueue(p.ctx.db, { kind: 'payment.readback', payload: { attemptId: a.id }, dedupeKey: `readback-paid:${a.id}` });
         }
       },
     },
