@@ -45,7 +45,17 @@ const schema = z.object({
   KESSAI_RESERVATION_TTL_SECONDS: positiveInt('KESSAI_RESERVATION_TTL_SECONDS').default(1800),
   KESSAI_JOB_MAX_ATTEMPTS: positiveInt('KESSAI_JOB_MAX_ATTEMPTS').default(10),
   KESSAI_JOB_TIMEOUT_SECONDS: positiveInt('KESSAI_JOB_TIMEOUT_SECONDS').default(60),
-  KESSAI_TRUST_PROXY: onOff.default(false),
+  KESSAI_TRUST_PROXY: z
+    .string()
+    .transform((v) => v.split(',').map((p) => p.trim()).filter(Boolean))
+    .pipe(
+      z.array(
+        z.string().regex(/^(loopback|linklocal|uniquelocal|off|[0-9a-fA-F.:]+(\/\d{1,3})?)$/, {
+          error: 'must list the proxies to trust: loopback, linklocal, uniquelocal, addresses or CIDRs such as 10.0.0.0/8 (or off); "on" would let any client forge its address',
+        }),
+      ),
+    )
+    .default([]),
   KESSAI_SMTP_URL: z.url({ protocol: /^smtps?$/, error: 'must be an smtp:// or smtps:// URL' }).optional(),
   KESSAI_MAIL_FROM: z.string().min(3).default('kessai <no-reply@localhost>'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -65,7 +75,8 @@ export interface Config {
   reservationTtlSeconds: number;
   jobMaxAttempts: number;
   jobTimeoutSeconds: number;
-  trustProxy: boolean;
+  /** Proxies whose X-Forwarded-For is believed (by address, never "everyone"); empty: none. */
+  trustProxy: string[];
   /** SMTP server for outgoing mail; without one (sandbox only) mails are written to dataDir/mail. */
   smtpUrl: string | undefined;
   mailFrom: string;
@@ -156,7 +167,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     reservationTtlSeconds: e.KESSAI_RESERVATION_TTL_SECONDS,
     jobMaxAttempts: e.KESSAI_JOB_MAX_ATTEMPTS,
     jobTimeoutSeconds: e.KESSAI_JOB_TIMEOUT_SECONDS,
-    trustProxy: e.KESSAI_TRUST_PROXY,
+    trustProxy: e.KESSAI_TRUST_PROXY.filter((p) => p !== 'off'),
     smtpUrl: e.KESSAI_SMTP_URL,
     mailFrom: e.KESSAI_MAIL_FROM,
     logLevel: e.LOG_LEVEL,

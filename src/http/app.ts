@@ -26,7 +26,8 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: ctx.log as FastifyBaseLogger,
     bodyLimit: BODY_LIMIT,
-    trustProxy: ctx.config.trustProxy,
+    // Only the named proxies' X-Forwarded-For counts: trusting every hop would let a client choose its own address.
+    trustProxy: ctx.config.trustProxy.length > 0 ? ctx.config.trustProxy : false,
     requestIdHeader: 'x-request-id',
     genReqId: () => newId('req'),
     // Input is checked by the zod schemas in each handler, which name every bad field; the route

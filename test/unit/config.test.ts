@@ -38,6 +38,12 @@ describe('configuration', () => {
     );
   });
 
+  it('trusts only named proxies, never every hop', () => {
+    assert.deepEqual(loadConfig({ KESSAI_DATA_DIR: tempDir(), KESSAI_TRUST_PROXY: 'loopback, 10.0.0.0/8' }).trustProxy, ['loopback', '10.0.0.0/8']);
+    assert.deepEqual(loadConfig({ KESSAI_DATA_DIR: tempDir() }).trustProxy, []);
+    assert.throws(() => loadConfig({ KESSAI_DATA_DIR: tempDir(), KESSAI_TRUST_PROXY: 'on' }), /KESSAI_TRUST_PROXY.*: must list the proxies to trust/);
+  });
+
   it('production (sandbox off) must bring its own secrets and mail server', () => {
     assert.throws(
       () => loadConfig({ KESSAI_DATA_DIR: tempDir(), KESSAI_SANDBOX: 'off' }),
