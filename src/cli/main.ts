@@ -4,6 +4,8 @@ import formbody from '@fastify/formbody';
 import { Command, Option } from 'commander';
 import Fastify, { type FastifyBaseLogger } from 'fastify';
 import { seedDemo } from '../commerce/demo.js';
+import { findOrder, listOrders, OPERATOR_EVENTS, operatorEvent, orderHistory, orderView, type OperatorEvent } from '../commerce/orders.js';
+import { requestOperation } from '../payments/service.js';
 import { createShop, describeShop, listShops, setShopSettings } from '../commerce/shops.js';
 import { ConfigError, loadConfig, readDotEnv, type Config } from '../config.js';
 import { migrateDown, migrateToLatest, migrationStatus, openDatabase } from '../db/index.js';
@@ -232,6 +234,60 @@ export function program(): Command {
       print(report.text);
       process.exitCode = report.ok ? 0 : 2;
     });
+
+  const orders = cli.command('order').description('orders: look up, and queue money operations at the gateway');
+  orders
+    .command('list')
+    .description('recent orders, newest first')
+    .option('--shop <shop>', 'only this shop')
+    .option('--state <state>', 'only orders in this state (e.g. on_hold)')
+    .action((opts: { shop?: string; state?: string }) =>
+      withRuntime(async (rt) => {
+        const rows = await listOrders(rt.ctx, { ...opts, limit: 100 });
+        print(rows.map((o) => `${o.number}\t${o.shop_id}\t${o.state}\t${o.total}円\t${o.email}${o.hold_reason ? `\t${o.hold_reason}` : ''}`).join('\n') || 'no orders');
+      }),
+    );
+  orders
+    .command('show <order>')
+    .description('an order (number or id) with its attempts, gateway events and history')
+    .action((ref: string) =>
+      withRuntime(async (rt) => {
+        const order = await findOrder(rt.ctx, ref);
+        print({ ...(await orderView(rt.ctx, order)), holdReason: order.hold_reason, ...(await orderHistory(rt.ctx, order.id)) });
+      }),
+    );
+  for (const kind of ['capture', 'refund'] as const) {
+    orders
+      .command(`${kind} <order>`)
+      .description(`queue a ${kind} of an explicit amount at the gateway (the worker performs it)`)
+      .requiredOption('--amount <yen>', 'amount in yen')
+      .action((ref: string, opts: { amount: string }) =>
+        withRuntime(async (rt) => {
+          const amount = /^\d+$/.test(opts.amount) ? Number(opts.amount) : Number.NaN;
+          const { jobKey } = await requestOperation(rt.payments, ref, { kind, amount });
+          print(`${kind} of ${amount}円 queued (${jobKey})`);
+        }),
+      );
+  }
+  orders
+    .command('cancel <order>')
+    .description('queue a cancel of an unpaid or authorized payment at the gateway')
+    .action((ref: string) =>
+      withRuntime(async (rt) => {
+        const { jobKey } = await requestOperation(rt.payments, ref, { kind: 'cancel' });
+        print(`cancel queued (${jobKey})`);
+      }),
+    );
+  orders
+    .command('event <order> <event>')
+    .description(`apply an operator event: ${OPERATOR_EVENTS.join(', ')}`)
+    .action((ref: string, event: string) =>
+      withRuntime(async (rt) => {
+        if (!(OPERATOR_EVENTS as readonly string[]).includes(event)) throw new KessaiError('invalid_input', `event must be one of ${OPERATOR_EVENTS.join(', ')}`);
+        const order = await operatorEvent(rt.ctx, ref, event as OperatorEvent, 'operator (cli)');
+        print(`${order.number}: ${order.state}`);
+      }),
+    );
 
   const jobs = cli.command('jobs').description('outbox jobs and alerts');
   jobs

@@ -4,6 +4,11 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
+import { Writable } from 'node:stream';
+import { createOrder } from '../../src/commerce/orders.js';
+import { loadConfig } from '../../src/config.js';
+import { applyFact } from '../../src/payments/apply-fact.js';
+import { createRuntime } from '../../src/runtime.js';
 import { ENGINES, testDatabase } from '../helpers/db.js';
 
 // The command as users get it: the built bin (built once here, as `npm start` does).
@@ -70,6 +75,35 @@ describe('kessai CLI', () => {
     const env = sqliteEnv();
     assert.match(kessai(['seed-demo'], env).out, /created: shop default, product demo-cd, product demo-serial, product demo-ticket/);
     assert.match(kessai(['seed-demo'], env).out, /already present/);
+  });
+
+  it('looks up orders and queues refunds with an explicit amount, refusing what cannot be refunded', async () => {
+    const env = sqliteEnv();
+    assert.equal(kessai(['seed-demo'], env).code, 0);
+    assert.match(kessai(['order', 'list'], env).out, /no orders/);
+    // A paid order, made in this process the way the store makes one.
+    const rt = await createRuntime(loadConfig({ ...env, LOG_LEVEL: 'silent' }), { logDestination: new Writable({ write: (_c, _e, done) => done() }) });
+    let number: string;
+    try {
+      const { order, attemptId } = await createOrder(rt.ctx, { shop: 'default', customer: { email: 'c@example.jp', name: '客' }, lines: [{ sku: 'demo-ticket', quantity: 1 }], payment: { provider: 'testpay' } });
+      number = order.number;
+      const attempt = await rt.ctx.db.selectFrom('payment_attempts').select('merchant_ref').where('id', '=', attemptId).executeTakeFirstOrThrow();
+      await applyFact(rt.ctx, 'default', 'testpay', { eventKey: 'evt-cli-1', merchantRef: attempt.merchant_ref, fact: { type: 'captured', amount: 6800 }, payload: {} }, 'notification');
+    } finally {
+      await rt.close();
+    }
+    assert.match(kessai(['order', 'list', '--state', 'paid'], env).out, new RegExp(`${number}\tdefault\tpaid\t6800円`));
+    assert.match(kessai(['order', 'show', number], env).out, /"state": "paid"/);
+    const tooMuch = kessai(['order', 'refund', number, '--amount', '7000'], env);
+    assert.equal(tooMuch.code, 1);
+    assert.match(tooMuch.err, /amount: exceeds the refundable 6800 yen/);
+    assert.match(kessai(['order', 'refund', number, '--amount', 'lots'], env).err, /amount: must be a positive whole number of yen/);
+    const ok = kessai(['order', 'refund', number, '--amount', '300'], env);
+    assert.equal(ok.code, 0, ok.err);
+    assert.match(ok.out, /refund of 300円 queued/);
+    assert.match(kessai(['jobs', 'list', '--kind', 'payment.refund'], env).out, /payment\.refund\tpending/);
+    assert.match(kessai(['order', 'refund', number, '--amount', '6600'], env).err, /exceeds the refundable 6500 yen/);
+    assert.match(kessai(['order', 'show', 'K000000-NOPE'], env).err, /order "K000000-NOPE" does not exist/);
   });
 
   it('answers --help for every command', () => {
