@@ -13,6 +13,7 @@ const engines = (process.env.KESSAI_BENCH_ENGINES ?? 'sqlite,postgres').split(',
 
 const runs: [string, string[]][] = [['checkout-throughput.ts', []]];
 for (const engine of engines) runs.push(['flash-sale.ts', ['--engine', engine]]);
+for (const engine of engines) runs.push(['sbps-notifications.ts', ['--engine', engine]]);
 
 let failed = 0;
 for (const [file, args] of runs) {
