@@ -143,7 +143,8 @@ export async function createOrder(ctx: Context, input: unknown): Promise<Created
     if (total > MAX_ORDER_TOTAL) throw invalid([{ field: 'lines', reason: `order total ${total} yen exceeds ${MAX_ORDER_TOTAL} yen` }]);
     const byRate = (rate: number) => lines.filter((l) => l.sku.tax_rate === rate).reduce((sum, l) => sum + l.amount, 0);
 
-    for (const l of lines) {
+    // SKU rows are locked in id order, so two checkouts of the same SKUs cannot deadlock.
+    for (const l of [...lines].sort((a, b) => (a.sku.id < b.sku.id ? -1 : 1))) {
       const reserved = await tx
         .updateTable('skus')
         .set({ reserved: sql`reserved + ${l.quantity}` })
@@ -310,24 +311,6 @@ export interface OrderChange {
  */
 export async function applyOrderChange(tx: Tx, order: Order, next: OrderChange, effects: readonly OrderEffect[], cause: string): Promise<void> {
   const at = nowIso();
-  if (effects.includes('commit_stock')) {
-    const held = await tx.selectFrom('reservations').selectAll().where('order_id', '=', order.id).where('state', '=', 'held').execute();
-    for (const r of held) {
-      await tx
-        .updateTable('skus')
-        .set({ on_hand: sql`on_hand - ${r.quantity}`, reserved: sql`reserved - ${r.quantity}` })
-        .where('id', '=', r.sku_id)
-        .execute();
-    }
-    await tx.updateTable('reservations').set({ state: 'committed', updated_at: at }).where('order_id', '=', order.id).where('state', '=', 'held').execute();
-  }
-  if (effects.includes('release_stock')) {
-    const held = await tx.selectFrom('reservations').selectAll().where('order_id', '=', order.id).where('state', '=', 'held').execute();
-    for (const r of held) {
-      await tx.updateTable('skus').set({ reserved: sql`reserved - ${r.quantity}` }).where('id', '=', r.sku_id).execute();
-    }
-    await tx.updateTable('reservations').set({ state: 'released', updated_at: at }).where('order_id', '=', order.id).where('state', '=', 'held').execute();
-  }
   const mails: Partial<Record<OrderEffect, string>> = {
     notify_paid: 'order_paid',
     notify_payment_instructions: 'payment_instructions',
@@ -361,6 +344,21 @@ export async function applyOrderChange(tx: Tx, order: Order, next: OrderChange, 
     .where('id', '=', order.id)
     .execute();
   if (next.state !== order.state) await recordChange(tx, 'order', order.id, order.state, next.state, cause);
+  // Stock last: a SKU row is shared by every order of it, so its lock is held as briefly as possible.
+  // decide() never asks for both: stock given back is never committed, and vice versa.
+  const move = effects.includes('commit_stock') ? 'committed' : effects.includes('release_stock') ? 'released' : undefined;
+  if (move) {
+    // SKUs in id order, as at checkout: two transactions never wait on each other's rows crosswise.
+    const held = await tx.selectFrom('reservations').select(['sku_id', 'quantity']).where('order_id', '=', order.id).where('state', '=', 'held').orderBy('sku_id').execute();
+    await tx.updateTable('reservations').set({ state: move, updated_at: at }).where('order_id', '=', order.id).where('state', '=', 'held').execute();
+    for (const r of held) {
+      await tx
+        .updateTable('skus')
+        .set(move === 'committed' ? { on_hand: sql`on_hand - ${r.quantity}`, reserved: sql`reserved - ${r.quantity}` } : { reserved: sql`reserved - ${r.quantity}` })
+        .where('id', '=', r.sku_id)
+        .execute();
+    }
+  }
 }
 
 export interface CustomerOrderView {

@@ -2,7 +2,7 @@ import { decide, type Decision } from '../commerce/decide.js';
 import { applyOrderChange, lockOrder, orderSnapshot, recordChange } from '../commerce/orders.js';
 import type { PaymentSnapshot, PaymentState } from '../commerce/payment-machine.js';
 import type { Context } from '../context.js';
-import { forUpdate } from '../db/index.js';
+import { forUpdate, type Db, type Tx } from '../db/index.js';
 import type { PaymentAttempt } from '../db/schema.js';
 import { newId, nowIso } from '../ids.js';
 import type { GatewayFact } from './provider.js';
@@ -34,6 +34,10 @@ function paymentSnapshot(attempt: PaymentAttempt): PaymentSnapshot {
  * all come through here, so duplicates, races and out-of-order delivery converge on one state.
  */
 export async function applyFact(ctx: Context, shopId: string, provider: string, f: GatewayFact, source: FactSource): Promise<ApplyResult> {
+  // A redelivery is answered from one read, without taking a write lock; an event row is never
+  // deleted, so a key seen here stays seen. The transaction below checks again under its locks.
+  const seen = await findEvent(ctx.db, shopId, provider, f.eventKey);
+  if (seen) return report(ctx, provider, shopId, f, { outcome: 'duplicate', note: `event ${f.eventKey} already applied` });
   const result = await ctx.db.transaction().execute(async (tx): Promise<ApplyResult> => {
     const located = await tx
       .selectFrom('payment_attempts')
@@ -79,18 +83,16 @@ export async function applyFact(ctx: Context, shopId: string, provider: string, 
     const order = await lockOrder(ctx, tx, located.order_id);
     const attempt = await forUpdate(ctx.engine, tx.selectFrom('payment_attempts').selectAll().where('id', '=', located.id)).executeTakeFirstOrThrow();
 
-    const inserted = await tx
-      .insertInto('payment_events')
-      .values({ ...event, outcome: 'pending' })
-      .onConflict((oc) => oc.columns(['shop_id', 'provider', 'event_key']).doNothing())
-      .executeTakeFirst();
-    if (Number(inserted.numInsertedOrUpdatedRows ?? 0) !== 1) {
+    // Under the order's lock, concurrent deliveries of one event are serialised: this read is exact.
+    if (await findEvent(tx, shopId, provider, f.eventKey)) {
       return { outcome: 'duplicate', orderId: order.id, orderState: order.state, paymentState: attempt.state, note: `event ${f.eventKey} already applied` };
     }
 
     const isCurrentAttempt = order.current_attempt_id === attempt.id;
     const d = decide(orderSnapshot(order), paymentSnapshot(attempt), f.fact, { isCurrentAttempt });
     const cause = `${provider} ${f.fact.type} (${source}, event ${f.eventKey})`;
+    // The unique key stays the last line of defence: a second insert fails and rolls everything back.
+    await tx.insertInto('payment_events').values({ ...event, outcome: d.outcome, note: d.note }).execute();
 
     const details = f.details ? { ...(JSON.parse(attempt.details) as object), ...f.details } : undefined;
     if (d.paymentChanged || details || (f.gatewayRef && !attempt.gateway_ref)) {
@@ -116,9 +118,22 @@ export async function applyFact(ctx: Context, shopId: string, provider: string, 
       const held = d.outcome === 'conflict' || d.outcome === 'amount_mismatch';
       await applyOrderChange(tx, order, { ...d.order, holdReason: held ? d.note : undefined }, d.effects, cause);
     }
-    await tx.updateTable('payment_events').set({ outcome: d.outcome, note: d.note }).where('id', '=', event.id).execute();
     return { outcome: d.outcome, orderId: order.id, orderState: d.order.state, paymentState: d.payment.state, note: d.note };
   });
+  return report(ctx, provider, shopId, f, result);
+}
+
+function findEvent(db: Db | Tx, shopId: string, provider: string, eventKey: string) {
+  return db
+    .selectFrom('payment_events')
+    .select('id')
+    .where('shop_id', '=', shopId)
+    .where('provider', '=', provider)
+    .where('event_key', '=', eventKey)
+    .executeTakeFirst();
+}
+
+function report(ctx: Context, provider: string, shopId: string, f: GatewayFact, result: ApplyResult): ApplyResult {
   ctx.metrics.paymentFacts.inc({ provider, fact: f.fact.type, outcome: result.outcome });
   if (result.outcome === 'conflict' || result.outcome === 'amount_mismatch' || result.outcome === 'unknown_attempt') {
     ctx.log.warn({ provider, shopId, merchantRef: f.merchantRef, eventKey: f.eventKey, outcome: result.outcome }, result.note);

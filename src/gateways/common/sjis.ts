@@ -200,14 +200,21 @@ export function parseSjisUrlEncoded(body: Buffer): [string, string][] {
       const eq = part.indexOf(0x3d);
       const name = eq === -1 ? part : part.subarray(0, eq);
       const value = eq === -1 ? Buffer.alloc(0) : part.subarray(eq + 1);
-      pairs.push([decodeSjis(percentDecode(name)), decodeSjis(percentDecode(value))]);
+      pairs.push([decodeField(percentDecode(name)), decodeField(percentDecode(value))]);
     }
     start = end + 1;
   }
   return pairs;
 }
 
+/** Most fields are ASCII, and CP932 agrees with ASCII below 0x80: skip the table for them. */
+function decodeField(bytes: Buffer): string {
+  for (const b of bytes) if (b >= 0x80) return decodeSjis(bytes);
+  return bytes.toString('latin1');
+}
+
 function percentDecode(raw: Buffer): Buffer {
+  if (raw.indexOf(0x25) === -1 && raw.indexOf(0x2b) === -1) return raw;
   const out = Buffer.alloc(raw.length);
   let n = 0;
   for (let i = 0; i < raw.length; i++) {

@@ -7,7 +7,10 @@ import { notFound, parseInput } from '../../errors.js';
 import { availableMethods, checkout, retryPayment, type Payments } from '../../payments/service.js';
 import { doc } from '../schema.js';
 
+// Built once: a zod schema costs far more to build than to run.
 const shopParams = z.object({ shopId: z.string() });
+const productParams = shopParams.extend({ code: z.string() });
+const tokenParams = z.object({ token: z.string() });
 const paymentInput = z.strictObject({
   provider: z.string().min(1, { error: 'must not be empty' }).max(20),
   method: z.string().min(1).max(30).optional(),
@@ -26,7 +29,7 @@ export function apiRoutes(p: Payments): FastifyPluginAsync {
     });
 
     app.get('/shops/:shopId/products/:code', { schema: { tags: ['catalog'], summary: 'One product' } }, async (request) => {
-      const { shopId, code } = parseInput(shopParams.extend({ code: z.string() }), request.params);
+      const { shopId, code } = parseInput(productParams, request.params);
       await requireShop(shopId);
       return { product: await getProduct(ctx, shopId, code) };
     });
@@ -54,7 +57,7 @@ export function apiRoutes(p: Payments): FastifyPluginAsync {
     );
 
     app.get('/orders/:token', { schema: { tags: ['orders'], summary: "The customer's view of an order, by its secret token" } }, async (request) => {
-      const { token } = parseInput(z.object({ token: z.string() }), request.params);
+      const { token } = parseInput(tokenParams, request.params);
       return { order: await orderView(ctx, await findOrderByToken(ctx, token)) };
     });
 
@@ -62,7 +65,7 @@ export function apiRoutes(p: Payments): FastifyPluginAsync {
       '/orders/:token/payments',
       { schema: { tags: ['orders'], summary: 'Pay again for an order still waiting for payment', body: doc(paymentInput) } },
       async (request, reply) => {
-        const { token } = parseInput(z.object({ token: z.string() }), request.params);
+        const { token } = parseInput(tokenParams, request.params);
         const payment = parseInput(paymentInput, request.body);
         const order = await findOrderByToken(ctx, token);
         const result = await retryPayment(p, order, token, payment);

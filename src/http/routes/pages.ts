@@ -37,6 +37,12 @@ const STATE_LABELS: Record<string, string> = {
   on_hold: '確認中 / Being checked by the shop',
 };
 
+// Built once: a zod schema costs far more to build than to run.
+const formBody = z.record(z.string(), z.string());
+const tokenParams = z.object({ token: z.string() });
+const attemptQuery = z.object({ attempt: z.string().optional() }).passthrough();
+const providerBody = z.object({ provider: z.string() });
+
 function page(reply: FastifyReply, view: string, data: Record<string, unknown>, status = 200) {
   const body = eta.render(view, data);
   return reply.status(status).type('text/html; charset=utf-8').send(eta.render('layout', { ...data, body }));
@@ -68,7 +74,7 @@ export function pageRoutes(p: Payments): FastifyPluginAsync {
     app.get('/', { schema: { hide: true } }, async (_request, reply) => shopPage(reply));
 
     app.post('/checkout', { schema: { hide: true } }, async (request, reply) => {
-      const f = parseInput(z.record(z.string(), z.string()), request.body ?? {});
+      const f = parseInput(formBody, request.body ?? {});
       const address = f.postcode ? { name: f.name ?? '', postcode: f.postcode, prefecture: f.prefecture ?? '', city: f.city ?? '', line1: f.line1 ?? '', phone: f.phone ?? '' } : undefined;
       try {
         const result = await checkout(p, {
@@ -86,7 +92,6 @@ export function pageRoutes(p: Payments): FastifyPluginAsync {
       }
     });
 
-    const tokenParams = z.object({ token: z.string() });
     app.get('/orders/:token', { schema: { hide: true } }, async (request, reply) => {
       const { token } = parseInput(tokenParams, request.params);
       const order = await orderView(ctx, await findOrderByToken(ctx, token));
@@ -101,7 +106,7 @@ export function pageRoutes(p: Payments): FastifyPluginAsync {
     // The customer is back from the gateway: ask the gateway (never trust the query string), then show the order.
     app.get('/orders/:token/return', { schema: { hide: true } }, async (request, reply) => {
       const { token } = parseInput(tokenParams, request.params);
-      const { attempt } = parseInput(z.object({ attempt: z.string().optional() }).passthrough(), request.query);
+      const { attempt } = parseInput(attemptQuery, request.query);
       const order = await findOrderByToken(ctx, token);
       const own = attempt
         ? await ctx.db.selectFrom('payment_attempts').select(['id', 'state']).where('id', '=', attempt).where('order_id', '=', order.id).executeTakeFirst()
@@ -124,7 +129,7 @@ export function pageRoutes(p: Payments): FastifyPluginAsync {
       raw.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: 64 * 1024 }, (_request, body, done) => done(null, body));
       raw.post('/orders/:token/return', { schema: { hide: true } }, async (request, reply) => {
         const { token } = parseInput(tokenParams, request.params);
-        const { attempt } = parseInput(z.object({ attempt: z.string().optional() }).passthrough(), request.query);
+        const { attempt } = parseInput(attemptQuery, request.query);
         const order = await findOrderByToken(ctx, token);
         const own = attempt
           ? await ctx.db.selectFrom('payment_attempts').select(['id', 'provider', 'shop_id']).where('id', '=', attempt).where('order_id', '=', order.id).executeTakeFirst()
@@ -140,7 +145,7 @@ export function pageRoutes(p: Payments): FastifyPluginAsync {
 
     app.post('/orders/:token/pay', { schema: { hide: true } }, async (request, reply) => {
       const { token } = parseInput(tokenParams, request.params);
-      const { provider } = parseInput(z.object({ provider: z.string() }), request.body);
+      const { provider } = parseInput(providerBody, request.body);
       const order = await findOrderByToken(ctx, token);
       const result = await retryPayment(p, order, token, { provider });
       return handoff(reply, result.action);

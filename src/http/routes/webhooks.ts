@@ -6,6 +6,8 @@ import { handleNotification, type Payments } from '../../payments/service.js';
 /** Gateways sign the exact bytes they send: no parser may touch a notification body. */
 export const WEBHOOK_BODY_LIMIT = 256 * 1024;
 
+const webhookParams = z.object({ provider: z.string(), shopId: z.string() });
+
 export function webhookRoutes(p: Payments): FastifyPluginAsync {
   return async (app) => {
     app.removeAllContentTypeParsers();
@@ -15,7 +17,7 @@ export function webhookRoutes(p: Payments): FastifyPluginAsync {
       '/:provider/:shopId',
       { schema: { tags: ['gateways'], summary: 'Payment notification from a gateway (raw body, verified by the provider)' } },
       async (request, reply) => {
-        const { provider, shopId } = parseInput(z.object({ provider: z.string(), shopId: z.string() }), request.params);
+        const { provider, shopId } = parseInput(webhookParams, request.params);
         const rawBody = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
         // A failure here (database down) answers 500, so the gateway delivers the notification again.
         const answer = await handleNotification(p, provider, shopId, { rawBody, headers: request.headers, remoteAddress: request.ip });
