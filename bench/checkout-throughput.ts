@@ -16,6 +16,7 @@
  * between machines. `--statements` wraps every prepared statement with a timer and prints where a
  * checkout's time goes (it slows everything a little: read the throughput from a run without it).
  */
+import { median } from './lib.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -153,11 +154,6 @@ async function rate(op: () => Promise<void>, callers: number, seconds: number): 
   return done / ((performance.now() - t0) / 1000);
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 const series = {
   baselineSeq: [] as number[],

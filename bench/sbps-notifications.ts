@@ -34,11 +34,11 @@
  * measured load (the bare route's too: it runs on this thread), not during the preparation or the
  * warm-up: DIR/<series>-round<n>.cpuprofile, for Chrome DevTools or any .cpuprofile reader.
  */
-import { spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { freePort } from '../test/helpers/net.js';
+import { median, startPostgres, type Cluster } from './lib.js';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { createRequire } from 'node:module';
-import { createServer as createNetServer } from 'node:net';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -156,81 +156,8 @@ function load(job: LoadJob): Promise<LoadResult> {
   });
 }
 
-// ------------------------------------------------------------------ PostgreSQL cluster (as bench/flash-sale.ts)
-
-interface Cluster {
-  url: string;
-  version: string;
-  stop(): void;
-}
-
-function startPostgres(): Cluster {
-  const candidates = existsSync('/usr/lib/postgresql')
-    ? readdirSync('/usr/lib/postgresql')
-        .sort((a, b) => Number(b) - Number(a))
-        .map((v) => `/usr/lib/postgresql/${v}/bin`)
-    : [];
-  if (process.env.KESSAI_PG_BINDIR) candidates.unshift(process.env.KESSAI_PG_BINDIR);
-  const bindir = candidates.find((d) => existsSync(join(d, 'initdb')) && existsSync(join(d, 'pg_ctl')));
-  if (!bindir) throw new Error('PostgreSQL binaries (initdb, pg_ctl) not found in /usr/lib/postgresql/*/bin; set KESSAI_PG_BINDIR');
-  const isRoot = process.getuid?.() === 0;
-  const run = (tool: string, args: string[]) => {
-    const r = isRoot
-      ? spawnSync('runuser', ['-u', 'postgres', '--', join(bindir, tool), ...args], { encoding: 'utf8', env: { ...process.env, LC_ALL: 'C' } })
-      : spawnSync(join(bindir, tool), args, { encoding: 'utf8', env: { ...process.env, LC_ALL: 'C' } });
-    if (r.status !== 0) throw new Error(`${tool} failed (exit ${r.status}): ${r.stdout}${r.stderr}`);
-    return r;
-  };
-  const base = mkdtempSync(join(tmpdir(), 'kessai-bench-pg-'));
-  chmodSync(base, 0o755);
-  const data = join(base, 'data');
-  mkdirSync(data, { mode: 0o700 });
-  if (isRoot) {
-    const uid = Number(spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).stdout);
-    const gid = Number(spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).stdout);
-    chownSync(data, uid, gid);
-  }
-  const port = 20000 + Math.floor(Math.random() * 20000);
-  let started = false;
-  const stop = () => {
-    if (started) {
-      spawnSync(isRoot ? 'runuser' : join(bindir, 'pg_ctl'), [...(isRoot ? ['-u', 'postgres', '--', join(bindir, 'pg_ctl')] : []), '-D', data, '-m', 'fast', '-w', 'stop'], { encoding: 'utf8' });
-      started = false;
-    }
-    rmSync(base, { recursive: true, force: true });
-  };
-  try {
-    run('initdb', ['-D', data, '--no-sync', '-A', 'trust', '-U', 'postgres', '-E', 'UTF8', '--locale=C']);
-    // synchronous_commit=off matches SQLite's synchronous=NORMAL in WAL mode (see bench/flash-sale.ts).
-    const options = `-k ${data} -p ${port} -c listen_addresses='' -c synchronous_commit=off -c max_connections=100`;
-    run('pg_ctl', ['-D', data, '-l', join(data, 'server.log'), '-w', '-t', '60', '-o', options, 'start']);
-    started = true;
-  } catch (error) {
-    stop();
-    throw error;
-  }
-  const version = spawnSync(join(bindir, 'postgres'), ['--version'], { encoding: 'utf8' }).stdout.trim();
-  return { url: `postgres://postgres@localhost:${port}/postgres?host=${encodeURIComponent(data)}`, version, stop };
-}
-
 // ------------------------------------------------------------------ the benchmark
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createNetServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 const pct = (xs: number[], p: number): number => {
   const sorted = [...xs].sort((a, b) => a - b);

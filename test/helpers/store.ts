@@ -1,5 +1,4 @@
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -8,19 +7,9 @@ import { seedDemo } from '../../src/commerce/demo.js';
 import { loadConfig } from '../../src/config.js';
 import { createRuntime, createServer, startWorker, type Runtime } from '../../src/runtime.js';
 import { testDatabase, type Engine, type TestDatabase } from './db.js';
+import { freePort } from './net.js';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef';
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createNetServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
 
 export interface TestStore {
   rt: Runtime;
