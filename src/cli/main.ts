@@ -65,7 +65,10 @@ async function serve(opts: { port?: string; worker?: boolean; seed?: boolean }):
     `  API docs   ${base}/docs`,
     `  health     ${base}/healthz  ${base}/readyz  ${base}/metrics`,
   ];
-  if (cfg.sandbox) lines.push(`  sandbox    ${base}/sandbox/testpay (test gateway); mails are written to ${cfg.dataDir}/mail`);
+  if (cfg.sandbox) {
+    lines.push(`  sandbox    ${base}/sandbox/sbps (SBPS: card 4111111111111111) and ${base}/sandbox/testpay`);
+    lines.push(`  mail       written to ${cfg.dataDir}/mail (no SMTP server in the sandbox)`);
+  }
   if (cfg.sandbox && !process.env.KESSAI_ADMIN_TOKEN) lines.push(`  operator   Authorization: Bearer ${cfg.adminToken}`);
   process.stdout.write(`${lines.join('\n')}\n\n`);
 
