@@ -94,11 +94,11 @@ export function pageRoutes(p: Payments): FastifyPluginAsync {
 
     app.get('/orders/:token', { schema: { hide: true } }, async (request, reply) => {
       const { token } = parseInput(tokenParams, request.params);
-      const order = await orderView(ctx, await findOrderByToken(ctx, token));
+      const found = await findOrderByToken(ctx, token);
+      const order = await orderView(ctx, found);
       const processing = order.state === 'pending_payment' && order.payment?.state === 'pending';
       // Also while an attempt is pending: a customer who left the gateway's page must be able to choose again.
       const canRetry = order.state === 'pending_payment';
-      const found = await findOrderByToken(ctx, token);
       const methods = canRetry ? await availableMethods(p, found.shop_id) : [];
       return page(reply, 'order', { title: order.number, order, token, processing, canRetry, methods, stateLabel: STATE_LABELS[order.state] ?? order.state, refresh: processing ? 3 : undefined });
     });
