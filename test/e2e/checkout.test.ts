@@ -1,0 +1,111 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it, type TestContext } from 'node:test';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { startStore, type TestStore } from '../helpers/store.js';
+
+/*
+ * The demo shop in a real Chromium: a customer orders on the shop page, pays on the gateway's page
+ * and comes back to the order page. Debian's chromium is used (`.ci/run` installs it); where no
+ * Chromium exists these tests are not defined, and the run says so.
+ */
+
+const CHROMIUM = process.env.KESSAI_CHROMIUM ?? ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
+const SHOTS = join(import.meta.dirname, '../../test-results');
+
+if (!CHROMIUM) {
+  process.stderr.write('[e2e] no Chromium found (install Debian\'s chromium or set KESSAI_CHROMIUM): browser tests not run\n');
+} else {
+  describe('checkout in a real browser [sqlite]', () => {
+    let store: TestStore;
+    let browser: Browser;
+    before(async () => {
+      store = await startStore('sqlite');
+      store.startWorker();
+      browser = await chromium.launch({
+        executablePath: CHROMIUM,
+        args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic', '--no-first-run'],
+      });
+    });
+    after(async () => {
+      await browser?.close();
+      await store?.close();
+    });
+
+    /** A fresh browser context per test; a screenshot is kept when the test fails. */
+    async function withPage(t: TestContext, fn: (page: Page) => Promise<void>): Promise<void> {
+      const context = await browser.newContext({ baseURL: store.url, locale: 'ja-JP' });
+      const page = await context.newPage();
+      page.setDefaultTimeout(15_000);
+      try {
+        await fn(page);
+      } catch (error) {
+        mkdirSync(SHOTS, { recursive: true });
+        await page.screenshot({ path: join(SHOTS, `${t.name.replace(/[^\w-]+/g, '_')}.png`), fullPage: true }).catch(() => {});
+        throw error;
+      } finally {
+        await context.close();
+      }
+    }
+
+    async function order(page: Page, sku: string, provider: string): Promise<void> {
+      await page.goto('/');
+      await page.selectOption('select[name=sku]', sku);
+      await page.selectOption('select[name=provider]', provider);
+      await page.click('form.checkout button[type=submit]');
+    }
+
+    async function payBySbpsCard(page: Page, card: string): Promise<void> {
+      await page.waitForURL(/\/sandbox\/sbps\/pay\//);
+      await page.fill('input[name=cc_number]', card);
+      await page.fill('input[name=cc_expiration]', '12/30');
+      await page.fill('input[name=security_code]', '123');
+      await page.click('form[action$="/card"] button[type=submit]');
+    }
+
+    async function expectState(page: Page, label: RegExp): Promise<void> {
+      await page.waitForURL(/\/orders\/[^/?]+$/);
+      // The order page refreshes itself while the gateway's result is on its way.
+      await page.waitForFunction((re) => new RegExp(re).test(document.querySelector('.state')?.textContent ?? ''), label.source, { timeout: 15_000 });
+    }
+
+    it('SBPS credit card: the Shift_JIS hand-off, the card page and back to a paid order', async (t) => {
+      await withPage(t, async (page) => {
+        await order(page, 'demo-cd', 'sbps');
+        await payBySbpsCard(page, '4111111111111111');
+        await expectState(page, /お支払い完了/);
+        assert.match((await page.textContent('main')) ?? '', /デモ シングルCD「決済の歌」/);
+      });
+    });
+
+    it('SBPS decline, then paying again from the order page', async (t) => {
+      await withPage(t, async (page) => {
+        await order(page, 'demo-ticket', 'sbps');
+        await payBySbpsCard(page, '4000000000000002');
+        await expectState(page, /お支払い待ち/);
+        await page.selectOption('select[name=provider]', 'sbps');
+        await page.click('form[action$="/pay"] button[type=submit]');
+        await payBySbpsCard(page, '4111111111111111');
+        await expectState(page, /お支払い完了/);
+      });
+    });
+
+    it('testpay konbini: waiting for payment with a receipt number, paid later', async (t) => {
+      await withPage(t, async (page) => {
+        await order(page, 'demo-serial', 'testpay');
+        await page.waitForURL(/\/sandbox\/testpay\/pay\//);
+        const payUrl = page.url();
+        await page.click('form[action$="/konbini"] button');
+        await expectState(page, /コンビニ/);
+        assert.match((await page.textContent('main')) ?? '', /払込番号 \/ Receipt: \d+/);
+        const orderUrl = page.url();
+        // Days later the customer pays at the store; the gateway tells the shop.
+        await page.goto(payUrl);
+        await page.click('form[action$="/konbini-paid"] button');
+        await page.goto(orderUrl);
+        await expectState(page, /お支払い完了/);
+      });
+    });
+  });
+}
