@@ -67,7 +67,7 @@ if (!CHROMIUM) {
     async function expectState(page: Page, label: RegExp): Promise<void> {
       await page.waitForURL(/\/orders\/[^/?]+$/);
       // The order page refreshes itself while the gateway's result is on its way.
-      await page.waitForFunction((re) => new RegExp(re).test(document.querySelector('.state')?.textContent ?? ''), label.source, { timeout: 15_000 });
+      await page.waitForFunction(`new RegExp(${JSON.stringify(label.source)}).test(document.querySelector('.state')?.textContent ?? '')`, undefined, { timeout: 15_000 });
     }
 
     it('SBPS credit card: the Shift_JIS hand-off, the card page and back to a paid order', async (t) => {
