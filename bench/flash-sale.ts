@@ -19,13 +19,9 @@
  * PostgreSQL: a throwaway cluster is started from the machine's binaries (initdb/pg_ctl, as the
  * postgres user when root, unix socket in its data dir) and removed at the end.
  */
-import { freePort } from '../test/helpers/net.js';
-import { median, startPostgres, type Cluster } from './lib.js';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { median, startBenchStore } from './lib.js';
 import { createRequire } from 'node:module';
-import { availableParallelism, loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Writable } from 'node:stream';
+import { availableParallelism, loadavg } from 'node:os';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
@@ -148,21 +144,11 @@ async function main(): Promise<void> {
   const CONNECTIONS = Number(args.connections);
   const ROUNDS = Number(args.rounds);
 
-  const { sql } = await import('kysely');
   const { createProduct } = await import('../src/commerce/catalog.js');
-  const { seedDemo } = await import('../src/commerce/demo.js');
   const { DEFAULT_SHOP_ID } = await import('../src/commerce/shops.js');
-  const { loadConfig } = await import('../src/config.js');
-  const { migrateToLatest } = await import('../src/db/index.js');
-  const { createRuntime, createServer } = await import('../src/runtime.js');
 
-  const dataDir = mkdtempSync(join(tmpdir(), 'kessai-bench-flash-'));
-  let cluster: Cluster | undefined;
-  const cleanup = () => {
-    cluster?.stop();
-    cluster = undefined;
-    rmSync(dataDir, { recursive: true, force: true });
-  };
+  const store = await startBenchStore(engine, 'flash');
+  const { cleanup } = store;
   process.once('SIGINT', () => {
     cleanup();
     process.exit(130);
@@ -170,31 +156,9 @@ async function main(): Promise<void> {
 
   const loadAtStart = loadavg().map((x) => Number(x.toFixed(2)));
   try {
-    let databaseUrl = join(dataDir, 'kessai.db');
-    let engineVersion = '';
-    if (engine === 'postgres') {
-      cluster = startPostgres();
-      databaseUrl = cluster.url;
-      engineVersion = cluster.version;
-    }
-    const port = await freePort();
-    const base = `http://127.0.0.1:${port}`;
-    const config = loadConfig({
-      DATABASE_URL: databaseUrl,
-      KESSAI_DATA_DIR: dataDir,
-      KESSAI_MASTER_KEY: '00'.repeat(32),
-      KESSAI_ADMIN_TOKEN: 'bench-admin-token-0123456789abcdef',
-      KESSAI_PUBLIC_URL: base,
-      PORT: String(port),
-      LOG_LEVEL: 'silent',
-    });
-    const rt = await createRuntime(config, { logDestination: new Writable({ write: (_c, _e, done) => done() }) });
+    const { rt, app, base, port, engineVersion } = store;
     const { ctx } = rt;
     const db = ctx.db;
-    if (engine === 'postgres') await migrateToLatest(db);
-    else engineVersion = `SQLite ${(await sql<{ v: string }>`select sqlite_version() as v`.execute(db)).rows[0]!.v}`;
-    await seedDemo(ctx);
-    const app = await createServer(rt);
     // Server-side time per route and status (Fastify's elapsedTime: from request to response sent),
     // to see which part of a checkout's latency is the store's and which is the queue in front of it.
     const serverTimes = new Map<string, number[]>();

@@ -1,8 +1,16 @@
-// Shared by the benchmarks: a throwaway PostgreSQL cluster and small statistics.
+// Shared by the benchmarks: the store on loopback (SQLite or a throwaway PostgreSQL cluster), statistics.
 import { spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import type { FastifyInstance } from 'fastify';
+import { sql } from 'kysely';
+import { seedDemo } from '../src/commerce/demo.js';
+import { loadConfig } from '../src/config.js';
+import { migrateToLatest } from '../src/db/index.js';
+import { createRuntime, createServer, type Runtime } from '../src/runtime.js';
+import { freePort } from '../test/helpers/net.js';
 
 // ------------------------------------------------------------------ PostgreSQL cluster
 
@@ -70,3 +78,56 @@ export const median = (xs: number[]): number => {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 
+
+// ------------------------------------------------------------------ the store under load
+
+export interface BenchStore {
+  rt: Runtime;
+  /** Not listening yet: a benchmark adds its hooks first, then listens on `port`. */
+  app: FastifyInstance;
+  port: number;
+  base: string;
+  engineVersion: string;
+  /** Stops the cluster and removes the data; safe to call twice. */
+  cleanup(): void;
+}
+
+/** The whole store with the demo shop, as `kessai serve` runs it, on a fresh database of the engine. */
+export async function startBenchStore(engine: 'sqlite' | 'postgres', name: string): Promise<BenchStore> {
+  const dataDir = mkdtempSync(join(tmpdir(), `kessai-bench-${name}-`));
+  let cluster: Cluster | undefined;
+  const cleanup = () => {
+    cluster?.stop();
+    cluster = undefined;
+    rmSync(dataDir, { recursive: true, force: true });
+  };
+  try {
+    let databaseUrl = join(dataDir, 'kessai.db');
+    let engineVersion = '';
+    if (engine === 'postgres') {
+      cluster = startPostgres();
+      databaseUrl = cluster.url;
+      engineVersion = cluster.version;
+    }
+    const port = await freePort();
+    const base = `http://127.0.0.1:${port}`;
+    const config = loadConfig({
+      DATABASE_URL: databaseUrl,
+      KESSAI_DATA_DIR: dataDir,
+      KESSAI_MASTER_KEY: '00'.repeat(32),
+      KESSAI_ADMIN_TOKEN: 'bench-admin-token-0123456789abcdef',
+      KESSAI_PUBLIC_URL: base,
+      PORT: String(port),
+      LOG_LEVEL: 'silent',
+    });
+    const rt = await createRuntime(config, { logDestination: new Writable({ write: (_c, _e, done) => done() }) });
+    if (engine === 'postgres') await migrateToLatest(rt.ctx.db);
+    else engineVersion = `SQLite ${(await sql<{ v: string }>`select sqlite_version() as v`.execute(rt.ctx.db)).rows[0]!.v}`;
+    await seedDemo(rt.ctx);
+    const app = await createServer(rt);
+    return { rt, app, port, base, engineVersion, cleanup };
+  } catch (error) {
+    cleanup();
+    throw error;
+  }
+}

@@ -35,14 +35,13 @@
  * warm-up: DIR/<series>-round<n>.cpuprofile, for Chrome DevTools or any .cpuprofile reader.
  */
 import { freePort } from '../test/helpers/net.js';
-import { median, startPostgres, type Cluster } from './lib.js';
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { median, startBenchStore } from './lib.js';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { createRequire } from 'node:module';
-import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
+import { availableParallelism, cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import type { RawBuilder } from 'kysely';
@@ -189,23 +188,14 @@ async function main(): Promise<void> {
   const { default: Fastify } = await import('fastify');
   const { sql } = await import('kysely');
   const { createProduct } = await import('../src/commerce/catalog.js');
-  const { seedDemo } = await import('../src/commerce/demo.js');
   const { createOrder } = await import('../src/commerce/orders.js');
   const { DEFAULT_SHOP_ID, getShopSettings } = await import('../src/commerce/shops.js');
-  const { loadConfig } = await import('../src/config.js');
-  const { migrateToLatest } = await import('../src/db/index.js');
   const { encodeMessage, orderedEntries } = await import('../src/gateways/sbps/index.js');
   const { sbpsDate } = await import('../src/payments/sbps.js');
   const { attemptContext } = await import('../src/payments/service.js');
-  const { createRuntime, createServer } = await import('../src/runtime.js');
 
-  const dataDir = mkdtempSync(join(tmpdir(), 'kessai-bench-sbps-'));
-  let cluster: Cluster | undefined;
-  const cleanup = () => {
-    cluster?.stop();
-    cluster = undefined;
-    rmSync(dataDir, { recursive: true, force: true });
-  };
+  const store = await startBenchStore(engine, 'sbps');
+  const { cleanup } = store;
   process.once('SIGINT', () => {
     cleanup();
     process.exit(130);
@@ -213,31 +203,9 @@ async function main(): Promise<void> {
 
   const loadAtStart = loadavg().map((x) => Number(x.toFixed(2)));
   try {
-    let databaseUrl = join(dataDir, 'kessai.db');
-    let engineVersion = '';
-    if (engine === 'postgres') {
-      cluster = startPostgres();
-      databaseUrl = cluster.url;
-      engineVersion = cluster.version;
-    }
-    const port = await freePort();
-    const base = `http://127.0.0.1:${port}`;
-    const config = loadConfig({
-      DATABASE_URL: databaseUrl,
-      KESSAI_DATA_DIR: dataDir,
-      KESSAI_MASTER_KEY: '00'.repeat(32),
-      KESSAI_ADMIN_TOKEN: 'bench-admin-token-0123456789abcdef',
-      KESSAI_PUBLIC_URL: base,
-      PORT: String(port),
-      LOG_LEVEL: 'silent',
-    });
-    const rt = await createRuntime(config, { logDestination: new Writable({ write: (_c, _e, done) => done() }) });
+    const { rt, app, base, port, engineVersion } = store;
     const { ctx } = rt;
     const db = ctx.db;
-    if (engine === 'postgres') await migrateToLatest(db);
-    else engineVersion = `SQLite ${(await sql<{ v: string }>`select sqlite_version() as v`.execute(db)).rows[0]!.v}`;
-    await seedDemo(ctx);
-    const app = await createServer(rt);
 
     // Server-side time of the webhook route per series (Fastify's elapsedTime: request to response sent).
     let phase: Series | undefined;
