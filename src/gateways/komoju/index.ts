@@ -1,0 +1,41 @@
+/** `kessai/komoju`: KOMOJU protocol code, usable from any Node program (no database, no HTTP server). */
+export {
+  KOMOJU_DEFAULT_BASE_URL,
+  KomojuApiError,
+  komojuApi,
+  KomojuTransportError,
+  type KomojuAddress,
+  type KomojuApi,
+  type KomojuApiOptions,
+  type KomojuEventResource,
+  type KomojuPayment,
+  type KomojuPaymentStatus,
+  type KomojuPostOptions,
+  type KomojuRefund,
+  type KomojuRequestOptions,
+  type KomojuSession,
+  type KomojuSessionCreate,
+  type KomojuSessionStatus,
+  type KomojuTransportErrorKind,
+} from './client.js';
+export {
+  computeKomojuSignature,
+  KOMOJU_EVENT_TYPES,
+  KomojuEventParseError,
+  MAX_WEBHOOK_SECRETS,
+  parseKomojuEvent,
+  verifyKomojuWebhook,
+  type KomojuEvent,
+  type KomojuEventType,
+} from './webhook.js';
+export {
+  KOMOJU_LEGACY_ENDPOINT,
+  phpUrlencode,
+  signLegacyHostedPageUrl,
+  validateLegacyReturn,
+  type LegacyHostedPageInput,
+  type LegacyHostedPageUrl,
+  type LegacyReturnFailure,
+  type LegacyReturnOptions,
+  type LegacyReturnResult,
+} from './legacy.js';
