@@ -149,10 +149,6 @@ async function main(): Promise<void> {
 
   const store = await startBenchStore(engine, 'flash');
   const { cleanup } = store;
-  process.once('SIGINT', () => {
-    cleanup();
-    process.exit(130);
-  });
 
   const loadAtStart = loadavg().map((x) => Number(x.toFixed(2)));
   try {

@@ -125,6 +125,10 @@ export async function startBenchStore(engine: 'sqlite' | 'postgres', name: strin
     else engineVersion = `SQLite ${(await sql<{ v: string }>`select sqlite_version() as v`.execute(rt.ctx.db)).rows[0]!.v}`;
     await seedDemo(rt.ctx);
     const app = await createServer(rt);
+    process.once('SIGINT', () => {
+      cleanup();
+      process.exit(130);
+    });
     return { rt, app, port, base, engineVersion, cleanup };
   } catch (error) {
     cleanup();

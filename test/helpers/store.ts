@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -64,4 +65,20 @@ export async function startStore(engine: Engine, env: Record<string, string> = {
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+// What the store recorded, read straight from its database.
+
+export async function sku(store: TestStore, code: string) {
+  return store.rt.ctx.db.selectFrom('skus').select(['on_hand', 'reserved']).where('shop_id', '=', 'default').where('code', '=', code).executeTakeFirstOrThrow();
+}
+
+export async function attempts(store: TestStore, orderId: string) {
+  return store.rt.ctx.db.selectFrom('payment_attempts').selectAll().where('order_id', '=', orderId).orderBy('created_at').orderBy('id').execute();
+}
+
+export async function onlyAttempt(store: TestStore, orderId: string) {
+  const all = await attempts(store, orderId);
+  assert.equal(all.length, 1);
+  return all[0]!;
 }

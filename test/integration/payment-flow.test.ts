@@ -13,7 +13,7 @@ import { createProduct } from '../../src/commerce/catalog.js';
 import { sandboxSecret } from '../../src/commerce/shops.js';
 import { eventually } from '../helpers/eventually.js';
 import { forEachEngine } from '../helpers/db.js';
-import { ADMIN_TOKEN, startStore, type TestStore } from '../helpers/store.js';
+import { ADMIN_TOKEN, attempts, onlyAttempt, sku, startStore, type TestStore } from '../helpers/store.js';
 
 // ---------------------------------------------------------------- the customer, the gateway, the operator
 
@@ -138,19 +138,6 @@ async function admin(store: TestStore, method: string, path: string, body?: unkn
 
 // ---------------------------------------------------------------- what the store did
 
-async function sku(store: TestStore, code: string) {
-  return store.rt.ctx.db.selectFrom('skus').select(['on_hand', 'reserved']).where('shop_id', '=', 'default').where('code', '=', code).executeTakeFirstOrThrow();
-}
-
-async function attempts(store: TestStore, orderId: string) {
-  return store.rt.ctx.db.selectFrom('payment_attempts').selectAll().where('order_id', '=', orderId).orderBy('created_at').orderBy('id').execute();
-}
-
-async function onlyAttempt(store: TestStore, orderId: string) {
-  const all = await attempts(store, orderId);
-  assert.equal(all.length, 1);
-  return all[0]!;
-}
 
 async function events(store: TestStore, attemptId: string) {
   return store.rt.ctx.db.selectFrom('payment_events').selectAll().where('attempt_id', '=', attemptId).orderBy('received_at').execute();

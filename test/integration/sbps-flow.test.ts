@@ -25,7 +25,7 @@ import { jstTimestamp } from '../../src/gateways/sbps/xml-api.js';
 import { sbpsSandbox } from '../../src/sandbox/sbps.js';
 import { forEachEngine } from '../helpers/db.js';
 import { eventually } from '../helpers/eventually.js';
-import { ADMIN_TOKEN, startStore, type TestStore } from '../helpers/store.js';
+import { ADMIN_TOKEN, attempts, onlyAttempt, sku, startStore, type TestStore } from '../helpers/store.js';
 
 const ROOT = join(import.meta.dirname, '../..');
 const CARD_OK = '4111111111111111';
@@ -267,19 +267,6 @@ function assertAnswer(answer: Answer, head: 'OK' | 'NG'): void {
 
 // ---------------------------------------------------------------- what the store did
 
-async function sku(store: TestStore, code: string) {
-  return store.rt.ctx.db.selectFrom('skus').select(['on_hand', 'reserved']).where('shop_id', '=', 'default').where('code', '=', code).executeTakeFirstOrThrow();
-}
-
-async function attempts(store: TestStore, orderId: string) {
-  return store.rt.ctx.db.selectFrom('payment_attempts').selectAll().where('order_id', '=', orderId).orderBy('created_at').orderBy('id').execute();
-}
-
-async function onlyAttempt(store: TestStore, orderId: string) {
-  const all = await attempts(store, orderId);
-  assert.equal(all.length, 1);
-  return all[0]!;
-}
 
 async function mailJobs(store: TestStore, orderId: string, template: string) {
   const jobs = await store.rt.ctx.db.selectFrom('jobs').select('payload').where('kind', '=', 'mail.send').execute();
