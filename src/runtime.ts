@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { SBPS_SANDBOX_MERCHANT, sandboxSecret } from './commerce/shops.js';
+import { DEFAULT_SHOP_ID, komojuSandboxKeys, SBPS_SANDBOX_MERCHANT, sandboxSecret } from './commerce/shops.js';
 import type { Config } from './config.js';
 import type { Context } from './context.js';
 import { migrateToLatest, openDatabase } from './db/index.js';
@@ -10,10 +10,12 @@ import { JobRegistry } from './jobs/registry.js';
 import { Scheduler, type Schedule } from './jobs/schedules.js';
 import { createLogger, Metrics } from './observability.js';
 import { paymentJobKinds } from './payments/jobs.js';
+import { komojuProvider } from './payments/komoju.js';
 import { ProviderRegistry } from './payments/provider.js';
 import type { Payments } from './payments/service.js';
 import { sbpsProvider } from './payments/sbps.js';
 import { testpayProvider } from './payments/testpay.js';
+import { komojuSandbox } from './sandbox/komoju.js';
 import { sbpsSandbox } from './sandbox/sbps.js';
 import { testpaySandbox } from './sandbox/testpay.js';
 
@@ -37,12 +39,13 @@ export interface Runtime {
  */
 export async function createRuntime(config: Config, opts: { logDestination?: NodeJS.WritableStream } = {}): Promise<Runtime> {
   const log = createLogger(config.logLevel, opts.logDestination);
-  const handle = openDatabase(config.databaseUrl);
+  const handle = openDatabase(config.databaseUrl, { onIdleError: (err) => log.warn({ err }, 'idle PostgreSQL connection lost; the pool opens a new one') });
   if (handle.engine === 'sqlite') await migrateToLatest(handle.db);
   const ctx: Context = { config, db: handle.db, engine: handle.engine, log, metrics: new Metrics() };
 
   const providers = new ProviderRegistry();
   providers.register(sbpsProvider());
+  providers.register(komojuProvider());
   if (config.sandbox) providers.register(testpayProvider({ baseUrl: `${config.publicUrl}/sandbox/testpay` }));
   const payments: Payments = { ctx, providers };
 
@@ -73,6 +76,10 @@ export function sandboxPlugins(config: Config, log: Runtime['ctx']['log']): ((ap
         basicAuth: { user: `${SBPS_SANDBOX_MERCHANT.merchantId}${SBPS_SANDBOX_MERCHANT.serviceId}`, password: sandboxSecret(config, 'sbps-api') },
       };
       await app.register(sbpsSandbox({ merchants: [merchant], log }), { prefix: '/sandbox/sbps' });
+      // One KOMOJU test account; like a real account's dashboard setting, its webhook points at one shop.
+      const komoju = komojuSandboxKeys(config);
+      const webhooks = [{ url: `${config.publicUrl}/webhooks/komoju/${DEFAULT_SHOP_ID}`, secret: komoju.webhookSecret }];
+      await app.register(komojuSandbox({ accounts: [{ secretKey: komoju.secretKey, webhooks }], log }), { prefix: '/sandbox/komoju' });
     },
   ];
 }

@@ -23,6 +23,6 @@ export async function seedDemo(ctx: Context): Promise<string[]> {
       done.push(`product ${product.code}`);
     }
   }
-  if (ctx.config.sandbox) await setShopSettings(ctx, DEFAULT_SHOP_ID, { 'testpay.enabled': 'true', 'sbps.enabled': 'true' });
+  if (ctx.config.sandbox) await setShopSettings(ctx, DEFAULT_SHOP_ID, { 'testpay.enabled': 'true', 'sbps.enabled': 'true', 'komoju.enabled': 'true' });
   return done;
 }

@@ -50,8 +50,12 @@ export const SHOP_SETTINGS: readonly SettingDef[] = [
   { key: 'atone.publicKey', description: 'atone public key', secret: false, kind: 'string', check: text(/^[\w-]{8,256}$/, 'must be 8–256 letters, digits, _ or -'), env: 'ATONE_PUBLIC_KEY' },
   { key: 'atone.secretKey', description: 'atone secret key', secret: true, kind: 'string', check: secret, env: 'ATONE_SECRET_KEY' },
   { key: 'komoju.enabled', description: 'Offer KOMOJU', secret: false, kind: 'boolean', check: bool, fallback: () => false },
-  { key: 'komoju.secretKey', description: 'KOMOJU secret API key', secret: true, kind: 'string', check: secret, env: 'KOMOJU_SECRET_KEY' },
-  { key: 'komoju.webhookSecret', description: 'KOMOJU webhook secret', secret: true, kind: 'string', check: secret, env: 'KOMOJU_WEBHOOK_SECRET' },
+  { key: 'komoju.secretKey', description: 'KOMOJU secret API key (sk_live_… or sk_test_…)', secret: true, kind: 'string', check: secret, env: 'KOMOJU_SECRET_KEY', fallback: sandboxOnly((c) => komojuSandboxKeys(c).secretKey) },
+  { key: 'komoju.webhookSecret', description: 'KOMOJU webhook secret token (signs X-Komoju-Signature)', secret: true, kind: 'string', check: secret, env: 'KOMOJU_WEBHOOK_SECRET', fallback: sandboxOnly((c) => komojuSandboxKeys(c).webhookSecret) },
+  { key: 'komoju.webhookSecretPrevious', description: 'the previous KOMOJU webhook secret, also accepted while a new one is rolled out (clear it afterwards)', secret: true, kind: 'string', check: secret },
+  { key: 'komoju.apiUrl', description: 'KOMOJU API base URL', secret: false, kind: 'string', check: url, fallback: (c) => (c.sandbox ? `${c.publicUrl}/sandbox/komoju/api/v1` : 'https://komoju.com/api/v1') },
+  { key: 'komoju.paymentTypes', description: 'KOMOJU payment types offered, comma-separated (e.g. credit_card,konbini,pay_easy)', secret: false, kind: 'string', check: text(/^[a-z_]+(,[a-z_]+)*$/, 'must be KOMOJU payment types separated by commas, e.g. credit_card,konbini'), fallback: () => 'credit_card,konbini' },
+  { key: 'komoju.captureMode', description: 'auto (a card payment is captured at once) or manual (authorized; capture later, cards only)', secret: false, kind: 'string', check: z.enum(['auto', 'manual'], { error: 'must be auto or manual' }), fallback: () => 'auto' },
   { key: 'google.mapsApiKey', description: 'Google Geocoding API key (optional postcode provider)', secret: true, kind: 'string', check: secret, env: 'GOOGLE_MAPS_API_KEY' },
 ];
 
@@ -61,6 +65,11 @@ export const SBPS_SANDBOX_MERCHANT = { merchantId: '30132', serviceId: '001' } a
 /** A fallback that applies only while the sandbox is on: production never gets a made-up credential. */
 function sandboxOnly(value: (c: Config) => string): (c: Config) => string | undefined {
   return (c) => (c.sandbox ? value(c) : undefined);
+}
+
+/** The sandbox KOMOJU account's keys, derived like every sandbox secret (KOMOJU's test keys start sk_test_). */
+export function komojuSandboxKeys(config: Config): { secretKey: string; webhookSecret: string } {
+  return { secretKey: `sk_test_${sandboxSecret(config, 'komoju').slice(0, 32)}`, webhookSecret: sandboxSecret(config, 'komoju-webhook') };
 }
 
 /** A development secret shared by the store and its in-process sandbox, derived so both sides agree. */

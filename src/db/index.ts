@@ -67,11 +67,21 @@ function cachingStatements(database: BetterSqlite3.Database) {
   };
 }
 
-export function openDatabase(url: string, options: { poolSize?: number } = {}): DatabaseHandle {
+export interface OpenOptions {
+  poolSize?: number;
+  /**
+   * An idle PostgreSQL connection that breaks (server restart, failover, a terminated backend) is
+   * dropped from the pool and reported here; without a listener it would crash the process.
+   */
+  onIdleError?: (error: Error) => void;
+}
+
+export function openDatabase(url: string, options: OpenOptions = {}): DatabaseHandle {
   if (/^postgres(ql)?:\/\//.test(url)) {
     // int8 (bigint) comes back as a string by default; counts and sums here fit in a JS number.
     pg.types.setTypeParser(20, (v) => Number.parseInt(v, 10));
     const pool = new pg.Pool({ connectionString: url, max: options.poolSize ?? 10 });
+    pool.on('error', (error) => (options.onIdleError ?? ((e: Error) => process.emitWarning(`idle PostgreSQL connection lost: ${e.message}`)))(error));
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     return { db, engine: 'postgres', close: () => db.destroy() };
   }

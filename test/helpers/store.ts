@@ -8,6 +8,7 @@ import { seedDemo } from '../../src/commerce/demo.js';
 import { loadConfig } from '../../src/config.js';
 import { createRuntime, createServer, startWorker, type Runtime } from '../../src/runtime.js';
 import { testDatabase, type Engine, type TestDatabase } from './db.js';
+import { eventually } from './eventually.js';
 import { freePort } from './net.js';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef';
@@ -81,4 +82,16 @@ export async function onlyAttempt(store: TestStore, orderId: string) {
   const all = await attempts(store, orderId);
   assert.equal(all.length, 1);
   return all[0]!;
+}
+
+/**
+ * Waits until every notification the store has acknowledged is applied. Today a notification is
+ * applied before it is answered, so this returns at once; tests that look at what a notification
+ * changed call it anyway, so they stay right if application moves after the answer.
+ */
+export async function notificationsApplied(store: TestStore, timeoutMs = 5000): Promise<void> {
+  await eventually(async () => {
+    const waiting = await store.rt.ctx.db.selectFrom('payment_events').select('id').where('outcome', '=', 'received').execute();
+    assert.deepEqual(waiting, [], 'recorded notifications not applied yet');
+  }, timeoutMs);
 }

@@ -145,7 +145,7 @@ forEachEngine('checkout refuses bad input and writes nothing', (engine) => {
         body: order({ lines: [{ sku: 'demo-cd', quantity: 1 }], shippingAddress: { ...ADDRESS, prefecture: 'Tokyo' } }),
         field: 'shippingAddress.prefecture',
       },
-      { what: 'provider not offered', body: order({ payment: { provider: 'komoju' } }), field: 'payment.provider' },
+      { what: 'provider not offered', body: order({ payment: { provider: 'atone' } }), field: 'payment.provider' },
       { what: 'provider that does not exist', body: order({ payment: { provider: 'paypal' } }), field: 'payment.provider' },
     ];
     for (const c of cases) {

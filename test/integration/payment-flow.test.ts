@@ -427,7 +427,7 @@ forEachEngine('payment flow through the gateway', (engine) => {
     const res = await fetch(`${store.url}/api/orders/${order.token}/payments`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ provider: 'komoju' }),
+      body: JSON.stringify({ provider: 'atone' }),
     });
     assert.equal(res.status, 400);
     const body = (await res.json()) as ErrorBody;
