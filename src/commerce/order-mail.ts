@@ -1,9 +1,50 @@
 import type { Context } from '../context.js';
+import { orderTickets, ticketQrPng, type TicketView } from './tickets.js';
 
 export const ORDER_MAIL_TEMPLATES = ['order_paid', 'payment_instructions', 'refund', 'order_cancelled'] as const;
 export type OrderMailTemplate = (typeof ORDER_MAIL_TEMPLATES)[number];
 
 const yen = (n: number) => `${n.toLocaleString('ja-JP')}円`;
+
+/** The lines a customer needs to pay at a store or bank, from the attempt's details (any gateway). */
+function paymentInstructions(details: Record<string, unknown>): string {
+  const i = (details.instructions ?? details.konbini ?? {}) as Record<string, unknown>;
+  const rows: [string, unknown][] = [
+    ['お支払い先 / Pay at', i.store],
+    ['受付番号 / Receipt', i.receipt],
+    ['確認番号 / Confirmation code', i.confirmationCode],
+    ['お支払い期限 / Deadline', typeof i.deadline === 'string' ? new Date(i.deadline).toLocaleString('ja-JP', { timeZone: 'Asia/Tokyo' }) : undefined],
+    ['手数料 / Fee', typeof i.fee === 'number' && i.fee > 0 ? yen(i.fee) : undefined],
+    ['お支払い手順 / How to pay', i.url],
+  ];
+  const shown = rows.filter(([, v]) => v !== undefined && v !== null && v !== '').map(([k, v]) => `  ${k}: ${String(v)}`);
+  return shown.length > 0 ? shown.join('\n') : '  ご注文ページをご覧ください / See your order page.';
+}
+const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+function ticketList(tickets: TicketView[]): string {
+  return tickets.map((t, i) => `  ${i + 1}. ${t.productName}\n     ${t.code}\n     ${t.url}`).join('\n');
+}
+
+/**
+ * The paid mail's HTML alternative: the same words, and each ticket's QR as an inline PNG (the
+ * text part keeps the code and the link for clients that show no HTML).
+ */
+async function ticketsHtml(intro: string, summary: string, tickets: TicketView[], number: string) {
+  const images = await Promise.all(
+    tickets.map(async (t, i) => ({ cid: `ticket-${i + 1}.${number}@kessai`, filename: `ticket-${i + 1}.png`, contentType: 'image/png', content: await ticketQrPng(t.url) })),
+  );
+  const blocks = tickets.map(
+    (t, i) =>
+      `<div style="margin:1em 0;padding:1em;border:1px solid #ccc"><p><strong>${escapeHtml(t.productName)}</strong> (${i + 1}/${tickets.length})</p>` +
+      `<p><img src="cid:${images[i]!.cid}" width="240" height="240" alt="QR ${t.code}"></p>` +
+      `<p style="font-family:monospace;font-size:1.2em">${t.code}</p><p><a href="${escapeHtml(t.url)}">${escapeHtml(t.url)}</a></p></div>`,
+  );
+  const html =
+    `<!doctype html><html><body><p>${escapeHtml(intro)}</p><pre style="font-family:inherit">${escapeHtml(summary)}</pre>` +
+    `<h2>チケット / Tickets</h2><p>入場時にQRコードをご提示ください。/ Show the QR code at the entrance.</p>${blocks.join('')}</body></html>`;
+  return { html, images };
+}
 
 /**
  * The text of an order mail, read from the order as it is when the mail is sent (a retried mail
@@ -19,23 +60,32 @@ export async function orderMail(ctx: Context, template: OrderMailTemplate, order
   const items = lines.map((l) => `  ${l.name} × ${l.quantity}  ${yen(l.amount)}`).join('\n');
   const summary = `ご注文番号 / Order: ${order.number}\n${items}\n  合計 / Total: ${yen(order.total)}（税込）`;
   const details = attempt ? (JSON.parse(attempt.details) as Record<string, unknown>) : {};
+  const tickets = lines.some((l) => l.product_kind === 'ticket') ? await orderTickets(ctx.db, ctx.config.publicUrl, orderId) : [];
+  const valid = tickets.filter((t) => t.state === 'issued');
+  const voided = tickets.filter((t) => t.state === 'void');
+  const validText = valid.length > 0
+    ? `\nチケット / Tickets (${valid.length}):\n${ticketList(valid)}\n入場時にQRコードまたはコードをご提示ください。/ Show the QR code or the code at the entrance.\n`
+    : '';
+  const voidText = voided.length > 0 ? `\n次のチケットは無効になりました。/ These tickets are no longer valid:\n${ticketList(voided)}\n` : '';
+  const paidIntro = 'お支払いを確認しました。/ We have received your payment.';
   const bodies: Record<OrderMailTemplate, { subject: string; text: string }> = {
     order_paid: {
       subject: `【${shop.name}】ご注文ありがとうございます (${order.number})`,
-      text: `お支払いを確認しました。/ We have received your payment.\n\n${summary}\n`,
+      text: `${paidIntro}\n\n${summary}\n${validText}`,
     },
     payment_instructions: {
       subject: `【${shop.name}】お支払いのご案内 (${order.number})`,
-      text: `お支払い期限までにお支払いください。/ Please pay by the deadline.\n\n${summary}\n\nお支払い情報 / Payment details:\n${JSON.stringify(details, null, 2)}\n`,
+      text: `お支払い期限までにお支払いください。/ Please pay by the deadline.\n\n${summary}\n\nお支払い情報 / Payment details:\n${paymentInstructions(details)}\n`,
     },
     refund: {
       subject: `【${shop.name}】返金のお知らせ (${order.number})`,
-      text: `返金を行いました。/ A refund has been made.\n\n${summary}\n  返金額累計 / Refunded so far: ${yen(attempt?.refunded_amount ?? 0)}\n`,
+      text: `返金を行いました。/ A refund has been made.\n\n${summary}\n  返金額累計 / Refunded so far: ${yen(attempt?.refunded_amount ?? 0)}\n${voidText}`,
     },
     order_cancelled: {
       subject: `【${shop.name}】ご注文キャンセルのお知らせ (${order.number})`,
-      text: `ご注文はキャンセルされました。/ Your order has been cancelled.\n\n${summary}\n`,
+      text: `ご注文はキャンセルされました。/ Your order has been cancelled.\n\n${summary}\n${voidText}`,
     },
   };
-  return { to: order.email, id: `${template}.${order.number}.${jobId}`, ...bodies[template] };
+  const withQr = template === 'order_paid' && valid.length > 0 ? await ticketsHtml(paidIntro, summary, valid, order.number) : {};
+  return { to: order.email, id: `${template}.${order.number}.${jobId}`, ...bodies[template], ...withQr };
 }

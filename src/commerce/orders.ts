@@ -9,6 +9,7 @@ import { newId, newSecret, nowIso, random } from '../ids.js';
 import { enqueue } from '../jobs/outbox.js';
 import { applyOrderEvent, type OrderSnapshot } from './decide.js';
 import type { OrderEffect, OrderEvent, OrderState } from './order-machine.js';
+import { issueTickets, orderTickets, voidTickets, type TicketView } from './tickets.js';
 
 export const PREFECTURES = [
   '北海道', '青森県', '岩手県', '宮城県', '秋田県', '山形県', '福島県', '茨城県', '栃木県', '群馬県', '埼玉県', '千葉県',
@@ -331,6 +332,9 @@ export async function applyOrderChange(tx: Tx, order: Order, next: OrderChange, 
       .values({ id: newId('alr'), kind: 'order_on_hold', message: `order ${order.number} is on hold: ${next.holdReason ?? cause}`, ref: order.id, created_at: at, resolved_at: null })
       .execute();
   }
+  // Tickets are rows, so they are issued with the payment; once the money is back they admit no one.
+  if (effects.includes('fulfil')) await issueTickets(tx, order);
+  if (order.fulfilled === 1 && (next.state === 'refunded' || next.state === 'cancelled')) await voidTickets(tx, order.id);
   await tx
     .updateTable('orders')
     .set({
@@ -373,6 +377,7 @@ export interface CustomerOrderView {
   expiresAt: string;
   lines: { name: string; kind: string; unitPrice: number; quantity: number; amount: number; taxRate: number }[];
   payment: { provider: string; method: string | null; state: string; details: Record<string, unknown> } | null;
+  tickets: TicketView[];
 }
 
 export async function orderView(ctx: Context, order: Order): Promise<CustomerOrderView> {
@@ -394,6 +399,7 @@ export async function orderView(ctx: Context, order: Order): Promise<CustomerOrd
     payment: attempt
       ? { provider: attempt.provider, method: attempt.method, state: attempt.state, details: JSON.parse(attempt.details) as Record<string, unknown> }
       : null,
+    tickets: lines.some((l) => l.product_kind === 'ticket') ? await orderTickets(ctx.db, ctx.config.publicUrl, order.id) : [],
   };
 }
 

@@ -194,6 +194,21 @@ export interface AlertTable {
   resolved_at: string | null;
 }
 
+export interface TicketTable {
+  id: string;
+  shop_id: string;
+  order_id: string;
+  order_line_id: string;
+  sku_id: string;
+  /** 1…n within the order, in the order of its lines. */
+  serial: number;
+  /** The admission secret the QR carries, as printed: `XXXX-XXXX-…` (commerce/tickets.ts). */
+  code: string;
+  state: 'issued' | 'void';
+  issued_at: string;
+  voided_at: string | null;
+}
+
 export interface Database {
   shops: ShopTable;
   products: ProductTable;
@@ -209,6 +224,7 @@ export interface Database {
   jobs: JobTable;
   job_runs: JobRunTable;
   alerts: AlertTable;
+  tickets: TicketTable;
 }
 
 export type Shop = Selectable<ShopTable>;
@@ -218,6 +234,7 @@ export type Order = Selectable<OrderTable>;
 export type OrderLine = Selectable<OrderLineTable>;
 export type PaymentAttempt = Selectable<PaymentAttemptTable>;
 export type PaymentEvent = Selectable<PaymentEventTable>;
+export type Ticket = Selectable<TicketTable>;
 export type Job = Selectable<JobTable>;
 export type NewJob = Insertable<JobTable>;
 export type JobUpdate = Updateable<JobTable>;

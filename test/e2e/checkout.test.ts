@@ -91,6 +91,45 @@ if (!CHROMIUM) {
       });
     });
 
+    async function payByKomojuCard(page: Page, card: string): Promise<void> {
+      await page.waitForURL(/\/sandbox\/komoju\/sessions\//);
+      await page.fill('#pay-credit_card input[name=number]', card);
+      await page.fill('#pay-credit_card input[name=month]', '12');
+      await page.fill('#pay-credit_card input[name=year]', '2030');
+      await page.fill('#pay-credit_card input[name=verification_value]', '123');
+      await page.click('#pay-credit_card button[type=submit]');
+    }
+
+    it('KOMOJU card for a ticket: hosted page, back with session_id, paid, the ticket with its QR on the order page', async (t) => {
+      await withPage(t, async (page) => {
+        await order(page, 'demo-ticket', 'komoju');
+        await payByKomojuCard(page, '4111111111111111');
+        await expectState(page, /お支払い完了/);
+        const qr = page.locator('ol.tickets img.qr');
+        await qr.first().waitFor();
+        assert.equal(await qr.count(), 1, 'one ticket for one unit');
+        assert.ok(await qr.first().evaluate((img) => (img as unknown as { naturalWidth: number }).naturalWidth > 0), 'the QR image loads');
+      });
+    });
+
+    it('KOMOJU konbini: instructions and deadline on the order page, paid at the store later', async (t) => {
+      await withPage(t, async (page) => {
+        await order(page, 'demo-serial', 'komoju');
+        await page.waitForURL(/\/sandbox\/komoju\/sessions\//);
+        await page.selectOption('#pay-konbini select[name=store]', 'lawson');
+        await page.click('#pay-konbini button[type=submit]');
+        await expectState(page, /コンビニ/);
+        const text = (await page.textContent('main')) ?? '';
+        assert.match(text, /お支払い期限/);
+        assert.match(text, /lawson/);
+        const orderUrl = page.url();
+        await page.click('dl.instructions a');
+        await page.click('#pay-at-store button');
+        await page.goto(orderUrl);
+        await expectState(page, /お支払い完了/);
+      });
+    });
+
     it('testpay konbini: waiting for payment with a receipt number, paid later', async (t) => {
       await withPage(t, async (page) => {
         await order(page, 'demo-serial', 'testpay');

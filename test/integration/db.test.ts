@@ -10,7 +10,7 @@ import { ENGINES, forEachEngine, testDatabase, useTestDatabase, type Engine } fr
 const ALL_MIGRATIONS = Object.keys(migrations);
 const TABLES = [
   'alerts', 'customers', 'job_runs', 'jobs', 'order_addresses', 'order_lines', 'orders', 'payment_attempts',
-  'payment_events', 'products', 'reservations', 'shops', 'skus', 'state_changes',
+  'payment_events', 'products', 'reservations', 'shops', 'skus', 'state_changes', 'tickets',
 ];
 const NOW = '2026-11-23T10:00:00.000Z';
 

@@ -14,6 +14,7 @@ import { komojuSandboxKeys, setShopSettings } from '../../src/commerce/shops.js'
 import { computeKomojuSignature, komojuApi, type KomojuPayment, type KomojuSession } from '../../src/gateways/komoju/index.js';
 import { forEachEngine } from '../helpers/db.js';
 import { eventually } from '../helpers/eventually.js';
+import { readMails } from '../helpers/mail.js';
 import { ADMIN_TOKEN, attempts, notificationsApplied, onlyAttempt, sku, startStore, type TestStore } from '../helpers/store.js';
 
 const CARD_OK = '4111111111111111';
@@ -226,10 +227,15 @@ forEachEngine('KOMOJU through the store', (engine) => {
     assert.ok(String(instructions.url).startsWith(`${sim(store)}/instructions/`), 'the instructions link is shown');
     assert.equal(instructions.fee, 190);
     assert.deepEqual(await sku(store, code), { on_hand: 3, reserved: 1 }, 'still reserved while the customer goes to the store');
-    await eventually(async () => {
-      const jobs = await store.rt.ctx.db.selectFrom('jobs').select('payload').where('kind', '=', 'mail.send').execute();
-      assert.equal(jobs.filter((j) => j.payload.includes(order.orderId) && j.payload.includes('payment_instructions')).length, 1);
-    });
+    // The customer is mailed what to pay where and by when (the worker sends it).
+    const mail = await eventually(async () => {
+      const found = readMails(store.dataDir).filter((m) => m.text.includes(order.number) && m.text.includes('お支払い期限'));
+      assert.equal(found.length, 1, 'one payment-instructions mail');
+      return found[0]!;
+    }, 10_000);
+    assert.match(mail.text, /お支払い先 \/ Pay at: familymart/);
+    assert.ok(mail.text.includes(String(instructions.url)), 'the instructions link is in the mail');
+    assert.match(mail.text, /手数料 \/ Fee: 190円/);
 
     const { payment } = await atKomoju(store, order.orderId);
     const paid = await fetch(`${sim(store)}/api/payments/${payment!.id}/pay-at-store`, { method: 'POST' });

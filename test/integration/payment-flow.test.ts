@@ -6,14 +6,13 @@
  */
 import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { createProduct } from '../../src/commerce/catalog.js';
 import { sandboxSecret } from '../../src/commerce/shops.js';
 import { eventually } from '../helpers/eventually.js';
 import { forEachEngine } from '../helpers/db.js';
-import { ADMIN_TOKEN, attempts, onlyAttempt, sku, startStore, type TestStore } from '../helpers/store.js';
+import { readMails } from '../helpers/mail.js';
+import { ADMIN_TOKEN, attempts, notificationsApplied, onlyAttempt, sku, startStore, type TestStore } from '../helpers/store.js';
 
 // ---------------------------------------------------------------- the customer, the gateway, the operator
 
@@ -156,25 +155,9 @@ async function jobsOfKind(store: TestStore, kind: string) {
   return store.rt.ctx.db.selectFrom('jobs').selectAll().where('kind', '=', kind).execute();
 }
 
-/** Mail files the development mailer wrote, decoded enough to read their text. */
+/** Mail files the development mailer wrote: the headers and the text part. */
 function mailFiles(store: TestStore): { name: string; text: string }[] {
-  const dir = join(store.dataDir, 'mail');
-  let names: string[];
-  try {
-    names = readdirSync(dir).filter((n) => n.endsWith('.eml'));
-  } catch {
-    return [];
-  }
-  return names.map((name) => {
-    const raw = readFileSync(join(dir, name), 'utf8').replace(/\r\n/g, '\n');
-    const [head = '', ...rest] = raw.split('\n\n');
-    let body = rest.join('\n\n');
-    if (/content-transfer-encoding:\s*base64/i.test(head)) body = Buffer.from(body.replace(/\s+/g, ''), 'base64').toString('utf8');
-    else if (/content-transfer-encoding:\s*quoted-printable/i.test(head)) {
-      body = Buffer.from(body.replace(/=\r?\n/g, '').replace(/=([0-9A-F]{2})/gi, (_m, h: string) => String.fromCharCode(parseInt(h, 16))), 'latin1').toString('utf8');
-    }
-    return { name, text: `${head}\n\n${body}` };
-  });
+  return readMails(store.dataDir).map((m) => ({ name: m.name, text: `${m.head}\n\n${m.text}` }));
 }
 
 // ---------------------------------------------------------------- the tests
@@ -203,6 +186,7 @@ forEachEngine('payment flow through the gateway', (engine) => {
     assert.ok(html.includes('4000 JPY') && html.includes('Pay by card'), 'the hosted page asks for the total and offers a card');
 
     const back = await press(order.payUrl, 'card');
+    await notificationsApplied(store);
     assert.equal(back.pathname, `/orders/${order.token}/return`);
     // The gateway delivered its webhook before sending the browser back; nothing else told the store.
     assert.equal(await stateOf(store, order.token), 'paid');
@@ -236,6 +220,7 @@ forEachEngine('payment flow through the gateway', (engine) => {
     const order = await placeOrder(store, [{ sku: code, quantity: 1 }]);
     await faults(store, { webhooks: 'drop' });
     const back = await press(order.payUrl, 'card');
+    await notificationsApplied(store);
     assert.equal(await stateOf(store, order.token), 'pending_payment', 'no webhook came');
 
     await comeBack(store, back);
@@ -247,6 +232,7 @@ forEachEngine('payment flow through the gateway', (engine) => {
     // The gateway's webhook arrives after all, signed as testpay signs it.
     const late = event('payment.captured', await gatewayPayment(store, attempt.merchant_ref));
     const res = await deliver(store, late.body, sign(secretOf(store), late.body));
+    await notificationsApplied(store);
     assert.equal(res.status, 200);
     const recorded = await store.rt.ctx.db.selectFrom('payment_events').selectAll().where('event_key', '=', late.id).execute();
     assert.deepEqual(recorded.map((e) => [e.source, e.outcome]), [['notification', 'duplicate']]);
@@ -260,11 +246,13 @@ forEachEngine('payment flow through the gateway', (engine) => {
     const order = await placeOrder(store, [{ sku: code, quantity: 1 }]);
     await faults(store, { webhooks: 'drop' });
     await press(order.payUrl, 'card');
+    await notificationsApplied(store);
     const attempt = await onlyAttempt(store, order.orderId);
     const captured = event('payment.captured', await gatewayPayment(store, attempt.merchant_ref));
     const signature = sign(secretOf(store), captured.body);
 
     const answers = await Promise.all(Array.from({ length: 5 }, () => deliver(store, captured.body, signature)));
+    await notificationsApplied(store);
     assert.deepEqual(answers.map((r) => r.status), [200, 200, 200, 200, 200], 'every delivery is acknowledged, so the gateway stops retrying');
     await Promise.all(answers.map((r) => r.arrayBuffer()));
 
@@ -313,6 +301,7 @@ forEachEngine('payment flow through the gateway', (engine) => {
     const real = await gatewayPayment(store, attempt.merchant_ref);
     const stranger = event('payment.captured', { ...real, id: 'tp_someone_else', merchant_ref: 'K000000-ZZZZZZ-1', status: 'captured', captured_amount: real.amount });
     const res = await deliver(store, stranger.body, sign(secretOf(store), stranger.body));
+    await notificationsApplied(store);
     assert.equal(res.status, 200, 'acknowledged, so the gateway does not retry forever');
     const [kept] = await store.rt.ctx.db.selectFrom('payment_events').selectAll().where('event_key', '=', stranger.id).execute();
     assert.equal(kept?.outcome, 'unknown_attempt');
@@ -328,6 +317,7 @@ forEachEngine('payment flow through the gateway', (engine) => {
     const page = await (await fetch(order.payUrl)).text();
     assert.ok(!page.includes('Pay by card'), 'a konbini attempt offers no card');
     await press(order.payUrl, 'konbini');
+    await notificationsApplied(store);
 
     const waiting = await view(store, order.token);
     assert.equal(waiting.state, 'awaiting_payment');
@@ -340,6 +330,7 @@ forEachEngine('payment flow through the gateway', (engine) => {
     assert.deepEqual(await sku(store, code), { on_hand: 10, reserved: 1 }, 'still held for the customer');
 
     await press(order.payUrl, 'konbini-paid');
+    await notificationsApplied(store);
     assert.equal(await stateOf(store, order.token), 'paid');
     assert.equal((await mailJobs(store, order.orderId, 'order_paid')).length, 1);
     assert.deepEqual(await sku(store, code), { on_hand: 9, reserved: 0 });
@@ -349,8 +340,10 @@ forEachEngine('payment flow through the gateway', (engine) => {
     const code = await product(store, 10, 1800);
     const order = await placeOrder(store, [{ sku: code, quantity: 2 }], { provider: 'testpay', method: 'konbini' });
     await press(order.payUrl, 'konbini');
+    await notificationsApplied(store);
     assert.equal(await stateOf(store, order.token), 'awaiting_payment');
     await press(order.payUrl, 'konbini-expire');
+    await notificationsApplied(store);
     assert.equal(await stateOf(store, order.token), 'expired');
     assert.deepEqual(await sku(store, code), { on_hand: 10, reserved: 0 });
     assert.equal((await mailJobs(store, order.orderId, 'order_cancelled')).length, 1, 'the slip they hold is void: they are told');
@@ -380,6 +373,7 @@ forEachEngine('payment flow through the gateway', (engine) => {
     assert.equal(retry.status, 201);
     const { payment } = (await retry.json()) as { payment: { type: string; url: string } };
     await press(payment.url, 'card');
+    await notificationsApplied(store);
     assert.equal(await stateOf(store, body.orderToken), 'paid');
     assert.deepEqual(await sku(store, code), { on_hand: 9, reserved: 0 });
   });
@@ -388,6 +382,7 @@ forEachEngine('payment flow through the gateway', (engine) => {
     const code = await product(store, 10, 2200);
     const order = await placeOrder(store, [{ sku: code, quantity: 1 }]);
     const back = await press(order.payUrl, 'decline');
+    await notificationsApplied(store);
     await comeBack(store, back);
     const declined = await view(store, order.token);
     assert.equal(declined.state, 'pending_payment');
@@ -406,6 +401,7 @@ forEachEngine('payment flow through the gateway', (engine) => {
     assert.equal((await view(store, order.token)).payment?.state, 'pending', 'the order now shows the new attempt');
 
     await press(payment.url, 'card');
+    await notificationsApplied(store);
     assert.equal(await stateOf(store, order.token), 'paid');
     const [first, second] = await attempts(store, order.orderId);
     assert.equal(first?.state, 'failed');
@@ -424,6 +420,7 @@ forEachEngine('payment flow through the gateway', (engine) => {
   it('refuses a new payment with a provider the shop does not offer, naming the field that was sent', async () => {
     const order = await placeOrder(store, [{ sku: 'demo-serial', quantity: 1 }]);
     await press(order.payUrl, 'decline');
+    await notificationsApplied(store);
     const res = await fetch(`${store.url}/api/orders/${order.token}/payments`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
@@ -441,6 +438,7 @@ forEachEngine('payment flow through the gateway', (engine) => {
     const order = await placeOrder(store, [{ sku: code, quantity: 3 }]);
     assert.deepEqual(await sku(store, code), { on_hand: 10, reserved: 3 });
     const back = await press(order.payUrl, 'cancel');
+    await notificationsApplied(store);
     // The gateway sends the customer to the cancel URL: the order's return page, which asks the gateway.
     assert.equal(back.pathname, `/orders/${order.token}/return`);
     assert.equal(back.searchParams.get('cancelled'), '1');
@@ -462,9 +460,11 @@ forEachEngine('payment flow through the gateway', (engine) => {
     assert.equal(retry.status, 201);
     const second = ((await retry.json()) as { payment: { url: string } }).payment.url;
     await press(second, 'card');
+    await notificationsApplied(store);
     assert.equal(await stateOf(store, order.token), 'paid');
 
     await press(order.payUrl, 'cancel');
+    await notificationsApplied(store);
     assert.equal(await stateOf(store, order.token), 'paid');
     const [old] = await attempts(store, order.orderId);
     assert.equal(old?.state, 'cancelled', 'the old attempt is recorded as cancelled');
@@ -485,10 +485,13 @@ forEachEngine('payment flow through the gateway', (engine) => {
 
     // The old tab picks konbini: a superseded attempt must not steer the order.
     await press(order.payUrl, 'konbini');
+    await notificationsApplied(store);
     assert.equal(await stateOf(store, order.token), 'pending_payment');
     await press(second, 'card');
+    await notificationsApplied(store);
     assert.equal(await stateOf(store, order.token), 'paid');
     await press(order.payUrl, 'konbini-expire');
+    await notificationsApplied(store);
     assert.equal(await stateOf(store, order.token), 'paid');
     assert.deepEqual(await sku(store, code), { on_hand: 9, reserved: 0 });
     assert.equal((await mailJobs(store, order.orderId, 'order_cancelled')).length, 0);
@@ -499,6 +502,7 @@ forEachEngine('payment flow through the gateway', (engine) => {
     store.startWorker();
     const order = await placeOrder(store, [{ sku: 'demo-ticket', quantity: 1 }]);
     await press(order.payUrl, 'card');
+    await notificationsApplied(store);
     assert.equal(await stateOf(store, order.token), 'paid');
 
     const anonymous = await admin(store, 'POST', `/orders/${order.number}/refund`, { amount: 300 }, null);
@@ -536,6 +540,7 @@ forEachEngine('payment flow through the gateway', (engine) => {
     store.startWorker();
     const order = await placeOrder(store, [{ sku: 'demo-ticket', quantity: 1 }]);
     await press(order.payUrl, 'card');
+    await notificationsApplied(store);
     assert.equal(await stateOf(store, order.token), 'paid');
     const answers = await Promise.all(Array.from({ length: 5 }, () => admin(store, 'POST', `/orders/${order.orderId}/refund`, { amount: 5000 })));
     const statuses = answers.map((r) => r.status).sort();
@@ -555,6 +560,7 @@ forEachEngine('payment flow through the gateway', (engine) => {
     // A genuine, signed notification (as the gateway would send after a partial capture) of 1000 yen for a 2000 yen order.
     const short = event('payment.captured', { ...real, status: 'captured', captured_amount: 1000 });
     const res = await deliver(store, short.body, sign(secretOf(store), short.body));
+    await notificationsApplied(store);
     assert.equal(res.status, 200);
 
     assert.equal(await stateOf(store, order.token), 'on_hold');
@@ -592,6 +598,7 @@ forEachEngine('reservation expiry', (engine) => {
 
       // Later the customer pays on the gateway page they still had open: the money is noticed, not lost.
       await press(order.payUrl, 'card');
+      await notificationsApplied(store);
       assert.equal(await stateOf(store, order.token), 'expired', 'the stock was given back; the order does not come back to life');
       assert.deepEqual(await sku(store, code), { on_hand: 5, reserved: 0 });
       assert.equal((await mailJobs(store, order.orderId, 'order_paid')).length, 0);
@@ -615,6 +622,7 @@ forEachEngine('reservation expiry', (engine) => {
       const order = await placeOrder(store, [{ sku: code, quantity: 2 }]);
       await faults(store, { webhooks: 'drop' });
       await press(order.payUrl, 'card');
+      await notificationsApplied(store);
       assert.equal(await stateOf(store, order.token), 'pending_payment', 'the store has not heard of the payment');
 
       store.startWorker(); // the expiry job is due in about a second

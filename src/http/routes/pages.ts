@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { listProducts } from '../../commerce/catalog.js';
 import { findOrderByToken, orderView } from '../../commerce/orders.js';
 import { DEFAULT_SHOP_ID, getShopSettings } from '../../commerce/shops.js';
+import { checkTicket, ticketQrSvg, ticketUrl } from '../../commerce/tickets.js';
 import { KessaiError, parseInput } from '../../errors.js';
 import { availableMethods, checkout, readBack, retryPayment, type Payments } from '../../payments/service.js';
 import type { PaymentAction } from '../../payments/provider.js';
@@ -149,6 +150,25 @@ export function pageRoutes(p: Payments): FastifyPluginAsync {
       const order = await findOrderByToken(ctx, token);
       const result = await retryPayment(p, order, token, { provider });
       return handoff(reply, result.action);
+    });
+
+    // Tickets: the page a ticket's QR opens, for the holder and for the door. The code is the
+    // secret, so these pages are never cached by a proxy or indexed, and an unknown code says only that.
+    const ticketParams = z.object({ code: z.string().max(64) });
+    app.get('/tickets/:code', { schema: { hide: true } }, async (request, reply) => {
+      const { code } = parseInput(ticketParams, request.params);
+      const check = await checkTicket(ctx, code);
+      reply.header('cache-control', 'no-store').header('x-robots-tag', 'noindex');
+      return page(reply, 'ticket', { title: 'チケット確認 / Ticket check', check }, check.status === 'unknown' ? 404 : 200);
+    });
+
+    app.get('/tickets/:code/qr.svg', { schema: { hide: true } }, async (request, reply) => {
+      const { code } = parseInput(ticketParams, request.params);
+      const check = await checkTicket(ctx, code);
+      if (check.status === 'unknown') return reply.status(404).send();
+      // A code's QR never changes; whether it admits anyone is asked on the page it opens.
+      const svg = await ticketQrSvg(ticketUrl(ctx.config.publicUrl, check.code));
+      return reply.type('image/svg+xml').header('cache-control', 'private, max-age=86400').header('x-robots-tag', 'noindex').send(svg);
     });
   };
 }
