@@ -1,4 +1,5 @@
 import type { Context } from '../context.js';
+import { escapeHtml } from '../html.js';
 import { orderTickets, ticketQrPng, type TicketView } from './tickets.js';
 
 export const ORDER_MAIL_TEMPLATES = ['order_paid', 'payment_instructions', 'refund', 'order_cancelled'] as const;
@@ -20,7 +21,6 @@ function paymentInstructions(details: Record<string, unknown>): string {
   const shown = rows.filter(([, v]) => v !== undefined && v !== null && v !== '').map(([k, v]) => `  ${k}: ${String(v)}`);
   return shown.length > 0 ? shown.join('\n') : '  ご注文ページをご覧ください / See your order page.';
 }
-const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 function ticketList(tickets: TicketView[]): string {
   return tickets.map((t, i) => `  ${i + 1}. ${t.productName}\n     ${t.code}\n     ${t.url}`).join('\n');

@@ -12,6 +12,8 @@ import {
   type KomojuSession,
   type KomojuSessionStatus,
 } from '../gateways/komoju/index.js';
+import { escapeHtml as esc } from '../html.js';
+import { luhn } from './cards.js';
 
 /*
  * The KOMOJU simulator: hosted sessions, the payments API and signed webhooks, as strict as KOMOJU
@@ -1419,19 +1421,6 @@ function cardDetails(card: { number: string; month: string; year: string; name: 
   return { type: 'credit_card', brand, last_four_digits: n.slice(-4), month: card.month, year: card.year.slice(-2), name: card.name || null };
 }
 
-function luhn(digits: string): boolean {
-  let sum = 0;
-  for (let i = 0; i < digits.length; i++) {
-    let d = Number(digits[digits.length - 1 - i]);
-    if (i % 2 === 1) {
-      d *= 2;
-      if (d > 9) d -= 9;
-    }
-    sum += d;
-  }
-  return sum % 10 === 0;
-}
-
 /** 25 lower-case base-36 characters, the shape of KOMOJU's ids. */
 function komojuId(): string {
   const alphabet = '0123456789abcdefghijklmnopqrstuvwxyz';
@@ -1452,10 +1441,6 @@ function formatJst(d: Date): string {
 
 function html(reply: FastifyReply, body: string, status = 200): FastifyReply {
   return reply.status(status).type('text/html; charset=utf-8').header('cache-control', 'no-store').send(body);
-}
-
-function esc(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
 function page(title: string, body: string): string {

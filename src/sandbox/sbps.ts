@@ -25,6 +25,8 @@ import {
   XML_API_REQUEST_IDS,
   type XmlEntry,
 } from '../gateways/sbps/xml-api.js';
+import { escapeHtml as esc } from '../html.js';
+import { luhn } from './cards.js';
 
 /*
  * The SBPS simulator: link type (購入要求) and the XML API, as strict as SBPS where the reference
@@ -995,23 +997,6 @@ function spsTransactionId(): string {
   let out = '';
   for (const b of randomBytes(32)) out += alphabet[b % alphabet.length];
   return out;
-}
-
-function luhn(digits: string): boolean {
-  let sum = 0;
-  for (let i = 0; i < digits.length; i++) {
-    let d = Number(digits[digits.length - 1 - i]);
-    if (i % 2 === 1) {
-      d *= 2;
-      if (d > 9) d -= 9;
-    }
-    sum += d;
-  }
-  return sum % 10 === 0;
-}
-
-function esc(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
 function errorPage(code: string, reason: string): string {

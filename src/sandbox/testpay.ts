@@ -2,6 +2,7 @@ import { createHmac, randomBytes, randomInt, timingSafeEqual } from 'node:crypto
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { z } from 'zod';
+import { escapeHtml as esc } from '../html.js';
 
 /*
  * testpay: the sandbox's own minimal gateway. It is shaped like KOMOJU (hosted page, HMAC-signed
@@ -392,10 +393,6 @@ ${buttons || '<p>操作はありません / Nothing to do here.</p>'}`,
       }));
     }, { prefix: '/api' });
   };
-}
-
-function esc(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
 function page(title: string, body: string): string {
