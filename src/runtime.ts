@@ -15,6 +15,7 @@ import { ProviderRegistry } from './payments/provider.js';
 import type { Payments } from './payments/service.js';
 import { sbpsProvider } from './payments/sbps.js';
 import { testpayProvider } from './payments/testpay.js';
+import { geocoderSandbox } from './sandbox/geocoder.js';
 import { komojuSandbox } from './sandbox/komoju.js';
 import { sbpsSandbox } from './sandbox/sbps.js';
 import { testpaySandbox } from './sandbox/testpay.js';
@@ -80,6 +81,7 @@ export function sandboxPlugins(config: Config, log: Runtime['ctx']['log']): ((ap
       const komoju = komojuSandboxKeys(config);
       const webhooks = [{ url: `${config.publicUrl}/webhooks/komoju/${DEFAULT_SHOP_ID}`, secret: komoju.webhookSecret }];
       await app.register(komojuSandbox({ accounts: [{ secretKey: komoju.secretKey, webhooks }], log }), { prefix: '/sandbox/komoju' });
+      await app.register(geocoderSandbox({ apiKey: sandboxSecret(config, 'geocoder') }), { prefix: '/sandbox/geocoder' });
     },
   ];
 }

@@ -130,6 +130,21 @@ if (!CHROMIUM) {
       });
     });
 
+    it('the postcode fills the address; an unknown one leaves the fields to type', async (t) => {
+      await withPage(t, async (page) => {
+        await page.goto('/');
+        for (const name of ['prefecture', 'city', 'line1']) await page.fill(`input[name=${name}]`, '');
+        await page.fill('input[name=postcode]', '060-0001');
+        await page.waitForFunction(`document.querySelector('input[name=city]').value === '札幌市中央区'`);
+        assert.equal(await page.inputValue('input[name=prefecture]'), '北海道');
+        assert.equal(await page.inputValue('input[name=line1]'), '北一条西');
+        await page.fill('input[name=postcode]', '000-0000');
+        await page.waitForFunction(`/by hand/.test(document.querySelector('.postcode-note').textContent)`);
+        await page.fill('input[name=city]', '手入力市');
+        assert.equal(await page.inputValue('input[name=city]'), '手入力市', 'still editable');
+      });
+    });
+
     it('testpay konbini: waiting for payment with a receipt number, paid later', async (t) => {
       await withPage(t, async (page) => {
         await order(page, 'demo-serial', 'testpay');

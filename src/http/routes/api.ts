@@ -2,8 +2,9 @@ import type { FastifyPluginAsync } from 'fastify';
 import { z } from 'zod';
 import { getProduct, listProducts } from '../../commerce/catalog.js';
 import { findOrderByToken, orderInput, orderView } from '../../commerce/orders.js';
-import { shopExists } from '../../commerce/shops.js';
-import { notFound, parseInput } from '../../errors.js';
+import { DEFAULT_SHOP_ID, getShopSettings, shopExists } from '../../commerce/shops.js';
+import { invalid, KessaiError, notFound, parseInput } from '../../errors.js';
+import { lookupPostcode, normalisePostcode } from '../../integrations/postcode/index.js';
 import { availableMethods, checkout, retryPayment, type Payments } from '../../payments/service.js';
 import { doc } from '../schema.js';
 
@@ -11,6 +12,7 @@ import { doc } from '../schema.js';
 const shopParams = z.object({ shopId: z.string() });
 const productParams = shopParams.extend({ code: z.string() });
 const tokenParams = z.object({ token: z.string() });
+const addressQuery = z.object({ postcode: z.string().max(20), shop: z.string().default(DEFAULT_SHOP_ID) });
 const paymentInput = z.strictObject({
   provider: z.string().min(1, { error: 'must not be empty' }).max(20),
   method: z.string().min(1).max(30).optional(),
@@ -38,6 +40,20 @@ export function apiRoutes(p: Payments): FastifyPluginAsync {
       const { shopId } = parseInput(shopParams, request.params);
       await requireShop(shopId);
       return { providers: await availableMethods(p, shopId) };
+    });
+
+    app.get('/address', { schema: { tags: ['checkout'], summary: 'The address of a Japanese postcode, to fill the checkout form', querystring: doc(addressQuery) } }, async (request) => {
+      const { postcode: raw, shop } = parseInput(addressQuery, request.query);
+      const postcode = normalisePostcode(raw);
+      if (!postcode) throw invalid([{ field: 'postcode', reason: 'must be 7 digits, e.g. 100-0001' }]);
+      await requireShop(shop);
+      const settings = await getShopSettings(ctx, shop);
+      const google = settings['postcode.provider'] === 'google' && typeof settings['google.mapsApiKey'] === 'string'
+        ? { apiKey: settings['google.mapsApiKey'], url: String(settings['google.geocodingUrl']) }
+        : undefined;
+      const address = await lookupPostcode(postcode, { provider: google ? 'google' : 'japanpost', google }, (message) => request.log.warn({ postcode }, message));
+      if (!address) throw new KessaiError('not_found', `no address is known for postcode ${postcode.slice(0, 3)}-${postcode.slice(3)}; please enter the address by hand`, 404);
+      return { address };
     });
 
     app.post(

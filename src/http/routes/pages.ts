@@ -21,6 +21,7 @@ const ASSETS: Record<string, { type: string; body: Buffer }> = Object.fromEntrie
   [
     ['site.css', 'text/css; charset=utf-8'],
     ['autosubmit.js', 'text/javascript; charset=utf-8'],
+    ['postcode.js', 'text/javascript; charset=utf-8'],
   ].map(([name, type]) => [name, { type: type!, body: readFileSync(fileURLToPath(new URL(`../assets/${name}`, import.meta.url))) }]),
 );
 
