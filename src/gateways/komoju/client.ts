@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { backoff, retryAfterMs } from '../common/retry.js';
 
 /*
  * KOMOJU REST client (reference gateways.md §3.1–§3.3): sessions, payments and events over JSON,
@@ -245,14 +246,6 @@ function errorFromBody(status: number, text: string, method: string, path: strin
   return new KomojuApiError({ status, code, message, method, path, ...(param !== undefined ? { param } : {}), ...(details !== undefined ? { details } : {}) });
 }
 
-function retryAfterMs(header: string | null): number | undefined {
-  if (!header) return undefined;
-  const seconds = Number(header);
-  if (Number.isFinite(seconds) && seconds >= 0) return seconds * 1000;
-  const at = Date.parse(header);
-  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
-}
-
 export function komojuApi(opts: KomojuApiOptions): KomojuApi {
   if (typeof opts.secretKey !== 'string' || !opts.secretKey) throw new TypeError('komojuApi: secretKey is required (sk_…)');
   const baseUrl = (opts.baseUrl ?? KOMOJU_DEFAULT_BASE_URL).replace(/\/+$/, '');
@@ -268,12 +261,7 @@ export function komojuApi(opts: KomojuApiOptions): KomojuApi {
   const reserved = new Set(['authorization', 'x-komoju-idempotency', 'content-type', 'accept']);
   const extraHeaders = Object.fromEntries(Object.entries(opts.headers ?? {}).filter(([name]) => !reserved.has(name.toLowerCase())));
 
-  /** Exponential, with "equal jitter": half the step fixed, half random. */
-  const backoff = (attempt: number, hint?: number): number => {
-    const step = Math.min(maxDelay, baseDelay * 2 ** attempt);
-    const jittered = step / 2 + (step / 2) * random();
-    return Math.min(maxDelay, Math.max(jittered, hint ?? 0));
-  };
+  const delay = backoff({ baseDelayMs: baseDelay, maxDelayMs: maxDelay, random });
 
   async function request<T>(method: 'GET' | 'POST' | 'PATCH' | 'DELETE', path: string, ropts: KomojuRequestOptions = {}): Promise<T> {
     if (!path.startsWith('/')) throw new TypeError(`path must start with "/", got "${path}"`);
@@ -305,7 +293,7 @@ export function komojuApi(opts: KomojuApiOptions): KomojuApi {
       } catch (error) {
         const timedOut = signal.aborted;
         if (canRetry) {
-          await sleep(backoff(attempt));
+          await sleep(delay(attempt));
           continue;
         }
         if (timedOut) throw new KomojuTransportError('timeout', `no answer within ${timeoutMs} ms`, method, path, { cause: error });
@@ -320,7 +308,7 @@ export function komojuApi(opts: KomojuApiOptions): KomojuApi {
         }
       }
       if ((status >= 500 || status === 409) && canRetry) {
-        await sleep(backoff(attempt, retryAfterMs(retryAfter)));
+        await sleep(delay(attempt, retryAfterMs(retryAfter)));
         continue;
       }
       throw errorFromBody(status, text, method, path);

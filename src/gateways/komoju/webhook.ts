@@ -5,30 +5,19 @@
  * other bytes and a signature that does not match, so verification must run before any JSON parser.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import { rawBytes } from '../common/raw-body.js';
+
+const WHY = 'the signature is over the original bytes, and serialising the object again does not give them back.';
 
 /** Old and new secret while a webhook's secret is being rotated; more is a configuration mistake. */
 export const MAX_WEBHOOK_SECRETS = 2;
 
 const SIGNATURE = /^[0-9a-fA-F]{64}$/;
 
-function rawBytes(fn: string, rawBody: unknown): Buffer {
-  if (typeof rawBody === 'string') return Buffer.from(rawBody, 'utf8');
-  if (Buffer.isBuffer(rawBody)) return rawBody;
-  if (rawBody instanceof Uint8Array) return Buffer.from(rawBody.buffer, rawBody.byteOffset, rawBody.byteLength);
-  const what = rawBody === null ? 'null' : Array.isArray(rawBody) ? 'an array' : typeof rawBody === 'object' ? 'an object' : typeof rawBody;
-  throw new TypeError(
-    `${fn}: the webhook body must be the raw request body (a Buffer or string exactly as received), but ${what} was passed. ` +
-      (typeof rawBody === 'object' && rawBody !== null
-        ? 'You passed parsed JSON: the signature is over the original bytes, and serialising the object again does not give them back. '
-        : '') +
-      'Read the body before any JSON parser runs (in Fastify, a content-type parser with parseAs: "buffer" for this route).',
-  );
-}
-
 /** Lowercase hex HMAC-SHA256 of the raw body: the value KOMOJU sends in `X-Komoju-Signature`. */
 export function computeKomojuSignature(rawBody: Buffer | Uint8Array | string, secret: string): string {
   if (typeof secret !== 'string' || !secret) throw new TypeError('computeKomojuSignature: the webhook secret must be a non-empty string');
-  return createHmac('sha256', secret).update(rawBytes('computeKomojuSignature', rawBody)).digest('hex');
+  return createHmac('sha256', secret).update(rawBytes('computeKomojuSignature', rawBody, WHY)).digest('hex');
 }
 
 /**
@@ -40,7 +29,7 @@ export function computeKomojuSignature(rawBody: Buffer | Uint8Array | string, se
  * Throws TypeError for programming mistakes only: a parsed body, or no usable secret.
  */
 export function verifyKomojuWebhook(rawBody: Buffer | Uint8Array | string, signature: string | readonly string[] | undefined, secrets: readonly string[]): boolean {
-  const bytes = rawBytes('verifyKomojuWebhook', rawBody);
+  const bytes = rawBytes('verifyKomojuWebhook', rawBody, WHY);
   if (!Array.isArray(secrets) || secrets.length === 0 || secrets.length > MAX_WEBHOOK_SECRETS) {
     throw new TypeError(`verifyKomojuWebhook: pass 1 or ${MAX_WEBHOOK_SECRETS} webhook secrets (the current one, and the previous one during rotation), got ${Array.isArray(secrets) ? secrets.length : typeof secrets}`);
   }
@@ -108,7 +97,7 @@ export class KomojuEventParseError extends Error {
  * `ping` need not carry one), `resource` to "event".
  */
 export function parseKomojuEvent(rawBody: Buffer | Uint8Array | string): KomojuEvent {
-  const text = rawBytes('parseKomojuEvent', rawBody).toString('utf8');
+  const text = rawBytes('parseKomojuEvent', rawBody, WHY).toString('utf8');
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
