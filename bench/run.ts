@@ -14,6 +14,9 @@ const engines = (process.env.KESSAI_BENCH_ENGINES ?? 'sqlite,postgres').split(',
 const runs: [string, string[]][] = [['checkout-throughput.ts', []]];
 for (const engine of engines) runs.push(['flash-sale.ts', ['--engine', engine]]);
 for (const engine of engines) runs.push(['sbps-notifications.ts', ['--engine', engine]]);
+for (const engine of engines) runs.push(['komoju-webhooks.ts', ['--engine', engine]]);
+for (const engine of engines) runs.push(['serial-import.ts', ['--engine', engine]]);
+for (const engine of engines) runs.push(['chart-files.ts', ['--engine', engine]]);
 
 let failed = 0;
 for (const [file, args] of runs) {

@@ -45,6 +45,8 @@ const schema = z.object({
   KESSAI_RESERVATION_TTL_SECONDS: positiveInt('KESSAI_RESERVATION_TTL_SECONDS').default(1800),
   KESSAI_JOB_MAX_ATTEMPTS: positiveInt('KESSAI_JOB_MAX_ATTEMPTS').default(10),
   KESSAI_JOB_TIMEOUT_SECONDS: positiveInt('KESSAI_JOB_TIMEOUT_SECONDS').default(60),
+  KESSAI_SESSION_IDLE_MINUTES: positiveInt('KESSAI_SESSION_IDLE_MINUTES').default(1440),
+  KESSAI_SESSION_MAX_DAYS: positiveInt('KESSAI_SESSION_MAX_DAYS').default(14),
   KESSAI_TRUST_PROXY: z
     .string()
     .transform((v) => v.split(',').map((p) => p.trim()).filter(Boolean))
@@ -75,6 +77,10 @@ export interface Config {
   reservationTtlSeconds: number;
   jobMaxAttempts: number;
   jobTimeoutSeconds: number;
+  /** A customer's session ends after this long without a request… */
+  sessionIdleMinutes: number;
+  /** …and this long after login, whatever the activity. */
+  sessionMaxDays: number;
   /** Proxies whose X-Forwarded-For is believed (by address, never "everyone"); empty: none. */
   trustProxy: string[];
   /** SMTP server for outgoing mail; without one (sandbox only) mails are written to dataDir/mail. */
@@ -167,6 +173,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     reservationTtlSeconds: e.KESSAI_RESERVATION_TTL_SECONDS,
     jobMaxAttempts: e.KESSAI_JOB_MAX_ATTEMPTS,
     jobTimeoutSeconds: e.KESSAI_JOB_TIMEOUT_SECONDS,
+    sessionIdleMinutes: e.KESSAI_SESSION_IDLE_MINUTES,
+    sessionMaxDays: e.KESSAI_SESSION_MAX_DAYS,
     trustProxy: e.KESSAI_TRUST_PROXY.filter((p) => p !== 'off'),
     smtpUrl: e.KESSAI_SMTP_URL,
     mailFrom: e.KESSAI_MAIL_FROM,

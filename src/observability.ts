@@ -50,6 +50,12 @@ export class Metrics {
     labelNames: ['provider', 'fact', 'outcome'],
     registers: [this.registry],
   });
+  readonly paymentInboxLag = new Histogram({
+    name: 'kessai_payment_inbox_lag_seconds',
+    help: 'Time from recording a verified notification (and answering the gateway) to applying it',
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+    registers: [this.registry],
+  });
   readonly checkouts = new Counter({
     name: 'kessai_checkouts_total',
     help: 'Checkouts by outcome (created, out_of_stock, invalid)',

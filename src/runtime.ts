@@ -1,5 +1,7 @@
 import type { FastifyInstance } from 'fastify';
-import { DEFAULT_SHOP_ID, komojuSandboxKeys, SBPS_SANDBOX_MERCHANT, sandboxSecret } from './commerce/shops.js';
+import { accountJobKinds } from './accounts/jobs.js';
+import { CHART_SCHEDULE, chartJobKinds } from './commerce/chart-jobs.js';
+import { atoneSandboxKeys, DEFAULT_SHOP_ID, komojuSandboxKeys, SBPS_SANDBOX_MERCHANT, sandboxSecret } from './commerce/shops.js';
 import type { Config } from './config.js';
 import type { Context } from './context.js';
 import { migrateToLatest, openDatabase } from './db/index.js';
@@ -9,12 +11,16 @@ import { Dispatcher, type DispatcherOptions } from './jobs/dispatcher.js';
 import { JobRegistry } from './jobs/registry.js';
 import { Scheduler, type Schedule } from './jobs/schedules.js';
 import { createLogger, Metrics } from './observability.js';
+import { NotificationInbox } from './payments/inbox.js';
 import { paymentJobKinds } from './payments/jobs.js';
+import { atoneProvider } from './payments/atone.js';
+import { settleJobKind } from './payments/claims.js';
 import { komojuProvider } from './payments/komoju.js';
 import { ProviderRegistry } from './payments/provider.js';
 import type { Payments } from './payments/service.js';
 import { sbpsProvider } from './payments/sbps.js';
 import { testpayProvider } from './payments/testpay.js';
+import { atoneSandbox } from './sandbox/atone.js';
 import { geocoderSandbox } from './sandbox/geocoder.js';
 import { komojuSandbox } from './sandbox/komoju.js';
 import { sbpsSandbox } from './sandbox/sbps.js';
@@ -24,6 +30,9 @@ import { testpaySandbox } from './sandbox/testpay.js';
 export const SCHEDULES: Schedule[] = [
   { name: 'reconcile-payments', cron: '*/10 * * * *', kind: 'payments.reconcile' },
   { name: 'expire-reservations', cron: '*/5 * * * *', kind: 'orders.expire-due' },
+  { name: 'apply-received-notifications', cron: '* * * * *', kind: 'payments.apply-received' },
+  { name: 'sweep-accounts', cron: '17 * * * *', kind: 'accounts.sweep' },
+  CHART_SCHEDULE,
 ];
 
 export interface Runtime {
@@ -47,12 +56,16 @@ export async function createRuntime(config: Config, opts: { logDestination?: Nod
   const providers = new ProviderRegistry();
   providers.register(sbpsProvider());
   providers.register(komojuProvider());
+  providers.register(atoneProvider());
   if (config.sandbox) providers.register(testpayProvider({ baseUrl: `${config.publicUrl}/sandbox/testpay` }));
-  const payments: Payments = { ctx, providers };
+  const payments: Payments = { ctx, providers, inbox: new NotificationInbox(ctx) };
 
   const mailer = createMailer({ smtpUrl: config.smtpUrl, from: config.mailFrom, folder: `${config.dataDir}/mail` });
   const jobs = new JobRegistry();
   for (const kind of paymentJobKinds(payments, mailer)) jobs.register(kind);
+  jobs.register(settleJobKind(payments));
+  for (const kind of accountJobKinds(ctx)) jobs.register(kind);
+  for (const kind of chartJobKinds(mailer)) jobs.register(kind);
 
   return {
     ctx,
@@ -60,6 +73,7 @@ export async function createRuntime(config: Config, opts: { logDestination?: Nod
     jobs,
     mailer,
     async close() {
+      await payments.inbox.close();
       mailer.close();
       await handle.close();
     },
@@ -81,6 +95,9 @@ export function sandboxPlugins(config: Config, log: Runtime['ctx']['log']): ((ap
       const komoju = komojuSandboxKeys(config);
       const webhooks = [{ url: `${config.publicUrl}/webhooks/komoju/${DEFAULT_SHOP_ID}`, secret: komoju.webhookSecret }];
       await app.register(komojuSandbox({ accounts: [{ secretKey: komoju.secretKey, webhooks }], log }), { prefix: '/sandbox/komoju' });
+      const atone = atoneSandboxKeys(config);
+      const atoneHooks = { member: `${config.publicUrl}/webhooks/atone/${DEFAULT_SHOP_ID}/member`, order: `${config.publicUrl}/webhooks/atone/${DEFAULT_SHOP_ID}/order` };
+      await app.register(atoneSandbox({ shops: [{ ...atone, webhookUrls: atoneHooks, name: 'kessai demo' }], log }), { prefix: '/sandbox/atone' });
       await app.register(geocoderSandbox({ apiKey: sandboxSecret(config, 'geocoder') }), { prefix: '/sandbox/geocoder' });
     },
   ];

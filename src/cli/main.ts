@@ -4,6 +4,9 @@ import formbody from '@fastify/formbody';
 import { Command, Option } from 'commander';
 import Fastify, { type FastifyBaseLogger } from 'fastify';
 import { seedDemo } from '../commerce/demo.js';
+import { setSerialSpec } from '../commerce/serial-codes.js';
+import { importSerials } from './import-serials.js';
+import { addChartCommands } from './charts.js';
 import { findOrder, listOrders, OPERATOR_EVENTS, operatorEvent, orderHistory, orderView, type OperatorEvent } from '../commerce/orders.js';
 import { requestOperation } from '../payments/service.js';
 import { createShop, describeShop, listShops, setShopSettings } from '../commerce/shops.js';
@@ -225,6 +228,31 @@ export function program(): Command {
       process.on('SIGINT', () => void app.close().then(() => process.exit(0)));
     });
 
+  cli
+    .command('import-serials <file>')
+    .description('import Chekicha serial codes from a ZIP of CSV files (Shift_JIS or UTF-8), all or nothing')
+    .requiredOption('--shop <shop>', 'shop id')
+    .requiredOption('--product <product>', 'serial_code product (its code)')
+    .addOption(new Option('--encoding <encoding>', 'encoding of CSV files without a BOM').choices(['sjis', 'utf8']).default('sjis'))
+    .option('--report <file>', 'write every rejection (file, line, column, reason) to this CSV')
+    .action((file: string, opts: { shop: string; product: string; encoding: 'sjis' | 'utf8'; report?: string }) =>
+      withRuntime(async (rt) => {
+        process.exitCode = await importSerials(rt.ctx, file, opts);
+      }),
+    );
+  cli
+    .command('serial-spec <shop> <product>')
+    .description('set what every imported row of a serial_code product must name (Chekicha artist, group, code type)')
+    .requiredOption('--artist <name>', 'artist name (アーティスト名)')
+    .requiredOption('--group <name>', 'group name (グループ名)')
+    .requiredOption('--code-type <type>', 'code type (コード種別)')
+    .action((shopId: string, product: string, opts: { artist: string; group: string; codeType: string }) =>
+      withRuntime(async (rt) => {
+        await setSerialSpec(rt.ctx, shopId, product, { artistName: opts.artist, groupName: opts.group, codeType: opts.codeType });
+        print(`${shopId}/${product}: artist ${opts.artist}, group ${opts.group}, code type ${opts.codeType}`);
+      }),
+    );
+
   const sbps = cli.command('sbps').description('SBPS tools');
   sbps
     .command('verify [file]')
@@ -322,6 +350,7 @@ export function program(): Command {
         print(rows.map((a) => `${a.created_at}\t${a.kind}\t${a.message}`).join('\n') || 'no open alerts');
       }),
     );
+  addChartCommands(cli, withRuntime);
   return cli;
 }
 

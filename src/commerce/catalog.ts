@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { Context } from '../context.js';
 import { KessaiError, notFound, parseInput } from '../errors.js';
 import { newId, nowIso } from '../ids.js';
+import { serialSpecInput, writeSerialSpec } from './serial-codes.js';
 
 export const PRODUCT_KINDS = ['physical', 'serial_code', 'ticket'] as const;
 export type ProductKind = (typeof PRODUCT_KINDS)[number];
@@ -33,6 +34,8 @@ export const productInput = z.strictObject({
   taxRate: z.union([z.literal(10), z.literal(8)], { error: 'must be 10 or 8 (per cent)' }).default(10),
   price: z.number().int({ error: 'must be whole yen' }).min(0).max(10_000_000, { error: 'must be at most 10,000,000 yen' }),
   stock: z.number().int({ error: 'must be a whole number' }).min(0).max(10_000_000),
+  /** serial_code products: what Chekicha's rows must name; with it, codes come from kessai's pool (serial-codes.ts). */
+  serial: serialSpecInput.optional(),
 });
 export type ProductInput = z.input<typeof productInput>;
 
@@ -43,6 +46,9 @@ export async function createProduct(ctx: Context, shopId: string, input: Product
     throw new KessaiError('invalid_input', 'invalid input: janCode: a chart-eligible product needs a JAN code', 400, [
       { field: 'janCode', reason: 'a chart-eligible product needs a JAN code' },
     ]);
+  }
+  if (p.serial && p.kind !== 'serial_code') {
+    throw new KessaiError('invalid_input', 'invalid input: serial: only a serial_code product has a serial-code spec', 400, [{ field: 'serial', reason: 'only a serial_code product has a serial-code spec' }]);
   }
   const shop = await ctx.db.selectFrom('shops').select('id').where('id', '=', shopId).executeTakeFirst();
   if (!shop) throw notFound('shop', shopId);
@@ -77,6 +83,7 @@ export async function createProduct(ctx: Context, shopId: string, input: Product
       .insertInto('skus')
       .values({ id: skuId, shop_id: shopId, product_id: productId, code: p.code, name: p.name, price: p.price, on_hand: p.stock, reserved: 0, created_at: now })
       .execute();
+    if (p.serial) await writeSerialSpec(tx, productId, p.serial);
   });
   return { productId, skuId };
 }

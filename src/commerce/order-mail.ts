@@ -1,5 +1,6 @@
 import type { Context } from '../context.js';
 import { escapeHtml } from '../html.js';
+import { orderSerialCodes } from './serial-codes.js';
 import { orderTickets, ticketQrPng, type TicketView } from './tickets.js';
 
 export const ORDER_MAIL_TEMPLATES = ['order_paid', 'payment_instructions', 'refund', 'order_cancelled'] as const;
@@ -67,11 +68,15 @@ export async function orderMail(ctx: Context, template: OrderMailTemplate, order
     ? `\nチケット / Tickets (${valid.length}):\n${ticketList(valid)}\n入場時にQRコードまたはコードをご提示ください。/ Show the QR code or the code at the entrance.\n`
     : '';
   const voidText = voided.length > 0 ? `\n次のチケットは無効になりました。/ These tickets are no longer valid:\n${ticketList(voided)}\n` : '';
+  const serials = order.fulfilled === 1 && lines.some((l) => l.product_kind === 'serial_code') ? await orderSerialCodes(ctx.db, orderId) : [];
+  const serialText = serials.length > 0
+    ? `\nシリアルコード / Serial codes (${serials.length}):\n${serials.map((c, i) => `  ${i + 1}. ${c.productName}\n     ${c.code}\n     有効期間 / Valid ${c.validFrom} – ${c.validUntil} (JST)`).join('\n')}\n`
+    : '';
   const paidIntro = 'お支払いを確認しました。/ We have received your payment.';
   const bodies: Record<OrderMailTemplate, { subject: string; text: string }> = {
     order_paid: {
       subject: `【${shop.name}】ご注文ありがとうございます (${order.number})`,
-      text: `${paidIntro}\n\n${summary}\n${validText}`,
+      text: `${paidIntro}\n\n${summary}\n${serialText}${validText}`,
     },
     payment_instructions: {
       subject: `【${shop.name}】お支払いのご案内 (${order.number})`,
@@ -86,6 +91,6 @@ export async function orderMail(ctx: Context, template: OrderMailTemplate, order
       text: `ご注文はキャンセルされました。/ Your order has been cancelled.\n\n${summary}\n${voidText}`,
     },
   };
-  const withQr = template === 'order_paid' && valid.length > 0 ? await ticketsHtml(paidIntro, summary, valid, order.number) : {};
+  const withQr = template === 'order_paid' && valid.length > 0 ? await ticketsHtml(paidIntro, `${summary}\n${serialText}`, valid, order.number) : {};
   return { to: order.email, id: `${template}.${order.number}.${jobId}`, ...bodies[template], ...withQr };
 }

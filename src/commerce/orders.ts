@@ -9,6 +9,7 @@ import { newId, newSecret, nowIso, random } from '../ids.js';
 import { enqueue } from '../jobs/outbox.js';
 import { applyOrderEvent, type OrderSnapshot } from './decide.js';
 import type { OrderEffect, OrderEvent, OrderState } from './order-machine.js';
+import { allocateSerialCodes, holdForMissingCodes, orderSerialCodes, releaseUndeliveredCodes, type SerialCodeView } from './serial-codes.js';
 import { issueTickets, orderTickets, voidTickets, type TicketView } from './tickets.js';
 
 export const PREFECTURES = [
@@ -312,6 +313,9 @@ export interface OrderChange {
  */
 export async function applyOrderChange(tx: Tx, order: Order, next: OrderChange, effects: readonly OrderEffect[], cause: string): Promise<void> {
   const at = nowIso();
+  // Serial codes first: an order that cannot get all its codes is held, not fulfilled (serial-codes.ts).
+  const short = effects.includes('fulfil') ? await allocateSerialCodes(tx, order) : [];
+  if (short.length > 0) ({ next, effects } = holdForMissingCodes(next, effects, short));
   const mails: Partial<Record<OrderEffect, string>> = {
     notify_paid: 'order_paid',
     notify_payment_instructions: 'payment_instructions',
@@ -335,6 +339,9 @@ export async function applyOrderChange(tx: Tx, order: Order, next: OrderChange, 
   // Tickets are rows, so they are issued with the payment; once the money is back they admit no one.
   if (effects.includes('fulfil')) await issueTickets(tx, order);
   if (order.fulfilled === 1 && (next.state === 'refunded' || next.state === 'cancelled')) await voidTickets(tx, order.id);
+  // A gateway that confirms the sale on shipment (atone's 売上確定) hears of it through the outbox.
+  if (next.state === 'shipped' && order.state !== 'shipped') await enqueue(tx, { kind: 'payment.settle', payload: { orderId: order.id }, dedupeKey: `payment.settle:${order.id}` });
+  if (order.fulfilled === 0 && next.state === 'cancelled') await releaseUndeliveredCodes(tx, order.id);
   await tx
     .updateTable('orders')
     .set({
@@ -378,6 +385,8 @@ export interface CustomerOrderView {
   lines: { name: string; kind: string; unitPrice: number; quantity: number; amount: number; taxRate: number }[];
   payment: { provider: string; method: string | null; state: string; details: Record<string, unknown> } | null;
   tickets: TicketView[];
+  /** Shown once delivered (the order fulfilled); a held order's codes are not the customer's yet. */
+  serialCodes: SerialCodeView[];
 }
 
 export async function orderView(ctx: Context, order: Order): Promise<CustomerOrderView> {
@@ -400,6 +409,7 @@ export async function orderView(ctx: Context, order: Order): Promise<CustomerOrd
       ? { provider: attempt.provider, method: attempt.method, state: attempt.state, details: JSON.parse(attempt.details) as Record<string, unknown> }
       : null,
     tickets: lines.some((l) => l.product_kind === 'ticket') ? await orderTickets(ctx.db, ctx.config.publicUrl, order.id) : [],
+    serialCodes: order.fulfilled === 1 && lines.some((l) => l.product_kind === 'serial_code') ? await orderSerialCodes(ctx.db, order.id) : [],
   };
 }
 

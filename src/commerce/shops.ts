@@ -2,8 +2,10 @@ import { createHmac } from 'node:crypto';
 import { z } from 'zod';
 import type { Config, LEGACY_SHOP_ENV_KEYS } from '../config.js';
 import type { Context } from '../context.js';
+import type { Shop } from '../db/schema.js';
 import { KessaiError, invalid, notFound, parseInput, type FieldProblem } from '../errors.js';
 import { nowIso } from '../ids.js';
+import { CHART_SETTINGS } from './chart-settings.js';
 import { mask, open, seal } from './secrets.js';
 
 /*
@@ -15,7 +17,7 @@ import { mask, open, seal } from './secrets.js';
 
 type LegacyKey = (typeof LEGACY_SHOP_ENV_KEYS)[number];
 
-interface SettingDef {
+export interface SettingDef {
   key: string;
   description: string;
   secret: boolean;
@@ -47,8 +49,12 @@ export const SHOP_SETTINGS: readonly SettingDef[] = [
   { key: 'sbps.limitSecond', description: 'limit_second: seconds the customer has on the SBPS screen', secret: false, kind: 'string', check: text(/^\d{2,4}$/, 'must be 10–9999 seconds'), fallback: () => '600' },
   { key: 'sbps.allowedIps', description: 'accept result notifications only from these addresses, comma-separated (SBPS test 61.215.213.47, production 61.215.213.20; empty: any)', secret: false, kind: 'string', check: text(/^[0-9a-fA-F.:]+(,[0-9a-fA-F.:]+)*$/, 'must be IP addresses separated by commas') },
   { key: 'atone.enabled', description: 'Offer atone (NP後払い)', secret: false, kind: 'boolean', check: bool, fallback: () => false },
-  { key: 'atone.publicKey', description: 'atone public key', secret: false, kind: 'string', check: text(/^[\w-]{8,256}$/, 'must be 8–256 letters, digits, _ or -'), env: 'ATONE_PUBLIC_KEY' },
-  { key: 'atone.secretKey', description: 'atone secret key', secret: true, kind: 'string', check: secret, env: 'ATONE_SECRET_KEY' },
+  { key: 'atone.publicKey', description: 'atone public key (店舗公開鍵)', secret: false, kind: 'string', check: text(/^[\w-]{8,256}$/, 'must be 8–256 letters, digits, _ or -'), env: 'ATONE_PUBLIC_KEY', fallback: sandboxOnly((c) => atoneSandboxKeys(c).publicKey) },
+  { key: 'atone.secretKey', description: 'atone secret key (店舗秘密鍵)', secret: true, kind: 'string', check: secret, env: 'ATONE_SECRET_KEY', fallback: sandboxOnly((c) => atoneSandboxKeys(c).secretKey) },
+  { key: 'atone.apiUrl', description: 'atone API base URL (test https://ct-api.a-to-ne.jp/v1, production https://api.atone.be/v1)', secret: false, kind: 'string', check: url, fallback: (c) => (c.sandbox ? `${c.publicUrl}/sandbox/atone/v1` : 'https://api.atone.be/v1') },
+  { key: 'atone.scriptUrl', description: "atone's atone.js (test https://ct-auth.a-to-ne.jp/v1/atone.js, production https://auth.atone.be/v1/atone.js)", secret: false, kind: 'string', check: url, fallback: (c) => (c.sandbox ? `${c.publicUrl}/sandbox/atone/atone.js` : 'https://auth.atone.be/v1/atone.js') },
+  { key: 'atone.settleMode', description: '売上確定: immediate (with the authorization) or shipment (when the order ships)', secret: false, kind: 'string', check: z.enum(['immediate', 'shipment'], { error: 'must be immediate or shipment' }), fallback: () => 'shipment' },
+  { key: 'atone.webhookChecksum', description: 'check Np-Confirmation-Checksum on atone webhooks: off, sorted-values, raw-body or hmac-raw-body (every webhook is read back from atone in any case)', secret: false, kind: 'string', check: z.enum(['off', 'sorted-values', 'raw-body', 'hmac-raw-body'], { error: 'must be off, sorted-values, raw-body or hmac-raw-body' }), fallback: () => 'off' },
   { key: 'komoju.enabled', description: 'Offer KOMOJU', secret: false, kind: 'boolean', check: bool, fallback: () => false },
   { key: 'komoju.secretKey', description: 'KOMOJU secret API key (sk_live_… or sk_test_…)', secret: true, kind: 'string', check: secret, env: 'KOMOJU_SECRET_KEY', fallback: sandboxOnly((c) => komojuSandboxKeys(c).secretKey) },
   { key: 'komoju.webhookSecret', description: 'KOMOJU webhook secret token (signs X-Komoju-Signature)', secret: true, kind: 'string', check: secret, env: 'KOMOJU_WEBHOOK_SECRET', fallback: sandboxOnly((c) => komojuSandboxKeys(c).webhookSecret) },
@@ -59,6 +65,7 @@ export const SHOP_SETTINGS: readonly SettingDef[] = [
   { key: 'postcode.provider', description: 'where postcodes are looked up: japanpost (Japan Post data shipped with kessai, no network) or google (Geocoding API, Japan Post data when it fails)', secret: false, kind: 'string', check: z.enum(['japanpost', 'google'], { error: 'must be japanpost or google' }), fallback: () => 'japanpost' },
   { key: 'google.mapsApiKey', description: 'Google Geocoding API key (for postcode.provider=google)', secret: true, kind: 'string', check: secret, env: 'GOOGLE_MAPS_API_KEY', fallback: sandboxOnly((c) => sandboxSecret(c, 'geocoder')) },
   { key: 'google.geocodingUrl', description: 'Google Geocoding API URL', secret: false, kind: 'string', check: url, fallback: (c) => (c.sandbox ? `${c.publicUrl}/sandbox/geocoder/maps/api/geocode/json` : 'https://maps.googleapis.com/maps/api/geocode/json') },
+  ...CHART_SETTINGS,
 ];
 
 /** The one merchant the sandbox's SBPS knows; its keys are derived like every sandbox secret. */
@@ -67,6 +74,11 @@ export const SBPS_SANDBOX_MERCHANT = { merchantId: '30132', serviceId: '001' } a
 /** A fallback that applies only while the sandbox is on: production never gets a made-up credential. */
 function sandboxOnly(value: (c: Config) => string): (c: Config) => string | undefined {
   return (c) => (c.sandbox ? value(c) : undefined);
+}
+
+/** The sandbox atone shop's keys, derived like every sandbox secret. */
+export function atoneSandboxKeys(config: Config): { publicKey: string; secretKey: string } {
+  return { publicKey: `pk_sandbox_${sandboxSecret(config, 'atone-public').slice(0, 24)}`, secretKey: sandboxSecret(config, 'atone') };
 }
 
 /** The sandbox KOMOJU account's keys, derived like every sandbox secret (KOMOJU's test keys start sk_test_). */
@@ -114,8 +126,12 @@ export async function listShops(ctx: Context): Promise<{ id: string; name: strin
 async function loadStored(ctx: Context, id: string): Promise<{ name: string; plain: ShopSettings; secrets: ShopSettings }> {
   const row = await ctx.db.selectFrom('shops').selectAll().where('id', '=', id).executeTakeFirst();
   if (!row) throw notFound('shop', id);
+  return storedOf(ctx, row);
+}
+
+function storedOf(ctx: Context, row: Shop): { name: string; plain: ShopSettings; secrets: ShopSettings } {
   const plain = JSON.parse(row.settings) as ShopSettings;
-  const secrets = row.secrets ? (JSON.parse(open(ctx.config.masterKey, row.secrets, `shop:${id}`)) as ShopSettings) : {};
+  const secrets = row.secrets ? (JSON.parse(open(ctx.config.masterKey, row.secrets, `shop:${row.id}`)) as ShopSettings) : {};
   return { name: row.name, plain, secrets };
 }
 
@@ -153,6 +169,7 @@ export function parseSettingValues(raw: Record<string, string>): ShopSettings {
 /** Sets (or, with an empty string, clears) settings of one shop, all or nothing. */
 export async function setShopSettings(ctx: Context, id: string, raw: Record<string, string>): Promise<void> {
   const values = parseSettingValues(raw);
+  forgetSettings(ctx.db);
   await ctx.db.transaction().execute(async (tx) => {
     const stored = await loadStored({ ...ctx, db: tx }, id);
     for (const [key, value] of Object.entries(values)) {
@@ -170,6 +187,8 @@ export async function setShopSettings(ctx: Context, id: string, raw: Record<stri
       .where('id', '=', id)
       .execute();
   });
+  // Again after the commit: a read that started before it must not cache what it replaced.
+  forgetSettings(ctx.db);
 }
 
 export interface SettingView {
@@ -191,12 +210,57 @@ function resolveSettings(ctx: Context, id: string, stored: { plain: ShopSettings
   });
 }
 
+/**
+ * How long a process keeps a shop's effective settings. They are read on every notification and
+ * checkout, and resolving them costs a read, a decryption and the sandbox fallbacks' HMACs. A change
+ * made in this process is seen at once; one made by another process (`kessai shop set`, a second
+ * `kessai serve`) within this bound (docs/decisions.md).
+ */
+export const SETTINGS_CACHE_MS = 5_000;
+
+interface SettingsCache {
+  /** Bumped by every change: entries, and reads begun, under an older generation are not used. */
+  generation: number;
+  /** Per configuration too: the effective values depend on the master key and the environment. */
+  byConfig: WeakMap<Config, Map<string, { settings: ShopSettings; generation: number; until: number }>>;
+}
+/** Per database handle, so two stores in one process (tests) never share settings. */
+const settingsCaches = new WeakMap<object, SettingsCache>();
+
+function cacheOf(db: object): SettingsCache {
+  let cache = settingsCaches.get(db);
+  if (!cache) settingsCaches.set(db, (cache = { generation: 0, byConfig: new WeakMap() }));
+  return cache;
+}
+
+function forgetSettings(db: object): void {
+  cacheOf(db).generation += 1;
+}
+
+/** The effective settings of a shop, or undefined when there is no such shop: one read at most. */
+export async function findShopSettings(ctx: Context, id: string): Promise<ShopSettings | undefined> {
+  const cache = cacheOf(ctx.db);
+  let shops = cache.byConfig.get(ctx.config);
+  if (!shops) cache.byConfig.set(ctx.config, (shops = new Map()));
+  const now = Date.now();
+  const hit = shops.get(id);
+  if (hit && hit.generation === cache.generation && hit.until > now) return hit.settings;
+  const generation = cache.generation;
+  const row = await ctx.db.selectFrom('shops').selectAll().where('id', '=', id).executeTakeFirst();
+  if (!row) return undefined;
+  const out: ShopSettings = {};
+  for (const view of resolveSettings(ctx, id, storedOf(ctx, row))) if (view.value !== null) out[view.key] = view.value;
+  // Frozen: every caller shares this object while it is cached.
+  Object.freeze(out);
+  if (cache.generation === generation) shops.set(id, { settings: out, generation, until: now + SETTINGS_CACHE_MS });
+  return out;
+}
+
 /** The effective settings a gateway adapter uses, secrets in clear. Never render this to a person. */
 export async function getShopSettings(ctx: Context, id: string): Promise<ShopSettings> {
-  const stored = await loadStored(ctx, id);
-  const out: ShopSettings = {};
-  for (const view of resolveSettings(ctx, id, stored)) if (view.value !== null) out[view.key] = view.value;
-  return out;
+  const settings = await findShopSettings(ctx, id);
+  if (!settings) throw notFound('shop', id);
+  return settings;
 }
 
 /** The settings as a person may see them: secrets masked, with where each value comes from. */

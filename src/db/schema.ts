@@ -1,4 +1,5 @@
 import type { Insertable, Selectable, Updateable } from 'kysely';
+import type { ColumnType } from 'kysely';
 
 /*
  * One schema for SQLite and PostgreSQL. Timestamps are ISO-8601 UTC text (`Date#toISOString`), which
@@ -146,6 +147,13 @@ export interface PaymentEventTable {
   note: string;
   payload: string;
   received_at: string;
+  /**
+   * The fact as the gateway stated it, JSON (GatewayFact without its payload: merchantRef,
+   * gatewayRef, details, fact): what the applier applies to a `received` event (migration 0003).
+   */
+  fact: ColumnType<string | null, string | null | undefined, string | null>;
+  /** When the event was applied; null while its outcome is `received` (migration 0003). */
+  applied_at: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface StateChangeTable {
@@ -209,7 +217,127 @@ export interface TicketTable {
   voided_at: string | null;
 }
 
+/** What every imported row of a serial-code product must name (Chekicha's own columns). Migration 0004. */
+export interface SerialCodeSpecTable {
+  product_id: string;
+  artist_name: string;
+  group_name: string;
+  code_type: string;
+  created_at: string;
+  updated_at: string;
+}
+
+/** One import run (one ZIP): its codes count only once it is `imported`. Migration 0004. */
+export interface SerialCodeBatchTable {
+  id: string;
+  shop_id: string;
+  product_id: string;
+  file_name: string;
+  /** SHA-256 of the uploaded ZIP, hex. */
+  checksum: string;
+  /** JSON: [{ name, encoding, rows }] for each CSV read, in the order of `serial_codes.source_file`. */
+  files: string;
+  state: 'importing' | 'imported' | 'rejected' | 'abandoned';
+  rows_read: number;
+  rows_imported: number;
+  rows_rejected: number;
+  error: string | null;
+  imported_by: string;
+  started_at: string;
+  updated_at: string;
+  finished_at: string | null;
+}
+
+/** A serial code, unique per product; `assigned` to exactly one order line once paid. Migration 0004. */
+export interface SerialCodeTable {
+  product_id: string;
+  code: string;
+  shop_id: string;
+  sku_id: string;
+  batch_id: string;
+  artist_name: string;
+  group_name: string;
+  code_type: string;
+  /** JST calendar dates, YYYY-MM-DD, both inclusive. */
+  valid_from: string;
+  valid_until: string;
+  state: 'available' | 'assigned';
+  order_id: ColumnType<string | null, string | null | undefined, string | null>;
+  order_line_id: ColumnType<string | null, string | null | undefined, string | null>;
+  assigned_at: ColumnType<string | null, string | null | undefined, string | null>;
+  source_file: number;
+  source_line: number;
+}
+
+/** One chart report: a shop's file for one agency and one reporting date, and how sending it went. Migration 0005. */
+export interface ChartRunTable {
+  id: string;
+  shop_id: string;
+  target: 'oricon' | 'billboard';
+  /** The reporting date, JST, YYYY-MM-DD. */
+  report_date: string;
+  /** running: an attempt holds it; sent; failed: the last attempt failed (a retry may follow); dead: retries exhausted, alerted. */
+  outcome: 'running' | 'sent' | 'failed' | 'dead';
+  file_name: string | null;
+  /** SHA-256 of the file's bytes, hex. */
+  checksum: string | null;
+  row_count: number | null;
+  byte_count: number | null;
+  attempts: number;
+  /** Successful uploads: more than 1 only after `kessai charts send --force`. */
+  sends: number;
+  error: string | null;
+  locked_until: string | null;
+  created_at: string;
+  updated_at: string;
+  sent_at: string | null;
+}
+
+/** A logged-in browser (migration 0006). The id is the SHA-256 of the cookie's secret, never the secret. */
+export interface CustomerSessionTable {
+  id: string;
+  customer_id: string;
+  created_at: string;
+  /** Touched at most once a minute; the session ends when it is older than the idle limit. */
+  last_seen_at: string;
+  /** The absolute end, whatever the activity. */
+  expires_at: string;
+}
+
+/** A mailed account link (migration 0006): only its SHA-256 is stored; single use. */
+export interface AccountTokenTable {
+  hash: string;
+  customer_id: string;
+  purpose: 'verify' | 'reset' | 'email_change';
+  /** The address an `email_change` token moves the account to. */
+  new_email: string | null;
+  /** The mail job that minted it: a retried job replaces its own unsent token. */
+  job_id: string | null;
+  expires_at: string;
+  used_at: string | null;
+  created_at: string;
+}
+
+/** A fixed-window counter of one rate-limit rule for one IP or email hash (migration 0006). */
+export interface RateLimitTable {
+  bucket: string;
+  window_start: string;
+  hits: number;
+}
+
+export interface CustomerLinkTable {
+  customer_id: string;
+  party: 'atone' | 'chekicha';
+  /** The party's own id for the member (atone's user_no). */
+  external_id: string | null;
+  /** Sealed with the master key (commerce/secrets.ts): atone's authentication token. */
+  secret: string | null;
+  linked_at: string;
+  updated_at: string;
+}
+
 export interface Database {
+  customer_links: CustomerLinkTable;
   shops: ShopTable;
   products: ProductTable;
   skus: SkuTable;
@@ -225,6 +353,13 @@ export interface Database {
   job_runs: JobRunTable;
   alerts: AlertTable;
   tickets: TicketTable;
+  serial_code_specs: SerialCodeSpecTable;
+  serial_code_batches: SerialCodeBatchTable;
+  serial_codes: SerialCodeTable;
+  chart_runs: ChartRunTable;
+  customer_sessions: CustomerSessionTable;
+  account_tokens: AccountTokenTable;
+  rate_limits: RateLimitTable;
 }
 
 export type Shop = Selectable<ShopTable>;
@@ -234,7 +369,10 @@ export type Order = Selectable<OrderTable>;
 export type OrderLine = Selectable<OrderLineTable>;
 export type PaymentAttempt = Selectable<PaymentAttemptTable>;
 export type PaymentEvent = Selectable<PaymentEventTable>;
+export type NewPaymentEvent = Insertable<PaymentEventTable>;
 export type Ticket = Selectable<TicketTable>;
+export type SerialCodeBatch = Selectable<SerialCodeBatchTable>;
 export type Job = Selectable<JobTable>;
 export type NewJob = Insertable<JobTable>;
 export type JobUpdate = Updateable<JobTable>;
+export type ChartRun = Selectable<ChartRunTable>;

@@ -5,6 +5,9 @@ import swagger from '@fastify/swagger';
 import { KessaiError } from '../errors.js';
 import { newId } from '../ids.js';
 import type { Payments } from '../payments/service.js';
+import { shopFront } from './front.js';
+import { accountRoutes } from './routes/account.js';
+import { atoneRoutes } from './routes/atone.js';
 import { apiRoutes } from './routes/api.js';
 import { adminRoutes } from './routes/admin.js';
 import { healthRoutes } from './routes/health.js';
@@ -85,7 +88,13 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   await app.register(apiRoutes(opts.payments), { prefix: '/api' });
   await app.register(adminRoutes(opts.payments), { prefix: '/api/admin' });
   await app.register(webhookRoutes(opts.payments), { prefix: '/webhooks' });
-  await app.register(pageRoutes(opts.payments));
+  await app.register(atoneRoutes(opts.payments));
+  // The shop front: its pages share the session cookie and the CSRF check on every form post.
+  await app.register(async (front) => {
+    await shopFront(front, ctx);
+    await front.register(pageRoutes(opts.payments));
+    await front.register(accountRoutes(opts.payments));
+  });
   for (const plugin of opts.plugins ?? []) await plugin(app);
   return app;
 }

@@ -1,9 +1,10 @@
+import { sql } from 'kysely';
 import { decide, type Decision } from '../commerce/decide.js';
 import { applyOrderChange, lockOrder, orderSnapshot, recordChange } from '../commerce/orders.js';
 import type { PaymentSnapshot, PaymentState } from '../commerce/payment-machine.js';
 import type { Context } from '../context.js';
 import { forUpdate, type Db, type Tx } from '../db/index.js';
-import type { PaymentAttempt } from '../db/schema.js';
+import type { NewPaymentEvent, PaymentAttempt, PaymentEvent } from '../db/schema.js';
 import { newId, nowIso } from '../ids.js';
 import type { GatewayFact } from './provider.js';
 
@@ -27,113 +28,244 @@ function paymentSnapshot(attempt: PaymentAttempt): PaymentSnapshot {
   };
 }
 
+/** The outcome of a notification's event that is recorded but not applied yet (record, answer, apply). */
+export const RECEIVED = 'received';
+
+/** What a fact is without its payload: what an event row keeps so that it can be applied later. */
+export type StatedFact = Omit<GatewayFact, 'payload'>;
+
+/** A payment_events row for a fact, still `received`: applying it writes the outcome. */
+export function eventRow(shopId: string, provider: string, f: GatewayFact, source: FactSource, receivedAt = nowIso()): EventRow {
+  const stated = { merchantRef: f.merchantRef, gatewayRef: f.gatewayRef, details: f.details, fact: f.fact };
+  return {
+    id: newId('evt'),
+    shop_id: shopId,
+    provider,
+    event_key: f.eventKey,
+    attempt_id: null,
+    fact_type: f.fact.type,
+    amount: 'amount' in f.fact ? f.fact.amount : null,
+    source,
+    outcome: RECEIVED,
+    note: '',
+    payload: JSON.stringify(f.payload ?? null),
+    fact: JSON.stringify(stated),
+    received_at: receivedAt,
+    applied_at: null,
+  };
+}
+
+type EventRow = NewPaymentEvent & { id: string; shop_id: string; provider: string; event_key: string; source: string };
+
+/** The key was written by someone else between our first look and our insert: look again. */
+class SeenMeanwhile extends Error {}
+
 /**
  * The one command that moves money state. In a single transaction it records the gateway event
  * (its unique key makes a redelivery a no-op), decides the payment and order transitions, moves
- * stock and enqueues side effects. Webhooks, read-backs, browser returns and operator operations
- * all come through here, so duplicates, races and out-of-order delivery converge on one state.
+ * stock and enqueues side effects. Read-backs, browser returns and operator operations come through
+ * here and answer with the result; notifications are recorded first and applied by the inbox
+ * (inbox.ts) through the same `settle`, so duplicates, races and out-of-order delivery converge on
+ * one state whichever way a fact came.
  */
 export async function applyFact(ctx: Context, shopId: string, provider: string, f: GatewayFact, source: FactSource): Promise<ApplyResult> {
-  // A redelivery is answered from one read, without taking a write lock; an event row is never
-  // deleted, so a key seen here stays seen. The transaction below checks again under its locks.
-  const seen = await findEvent(ctx.db, shopId, provider, f.eventKey);
-  if (seen) return report(ctx, provider, shopId, f, { outcome: 'duplicate', note: `event ${f.eventKey} already applied` });
-  const result = await ctx.db.transaction().execute(async (tx): Promise<ApplyResult> => {
-    const located = await tx
-      .selectFrom('payment_attempts')
-      .select(['id', 'order_id'])
-      .where('shop_id', '=', shopId)
-      .where('provider', '=', provider)
-      .where('merchant_ref', '=', f.merchantRef)
-      .executeTakeFirst();
-    const receivedAt = nowIso();
-    const event = {
-      id: newId('evt'),
-      shop_id: shopId,
-      provider,
-      event_key: f.eventKey,
-      attempt_id: located?.id ?? null,
-      fact_type: f.fact.type,
-      amount: 'amount' in f.fact ? f.fact.amount : null,
-      source,
-      outcome: 'unknown_attempt',
-      note: '',
-      payload: JSON.stringify(f.payload ?? null),
-      received_at: receivedAt,
-    };
-
-    if (!located) {
-      // Kept, not dropped: a verified fact for a reference we do not know needs a human.
-      const note = `no payment attempt "${f.merchantRef}" in shop "${shopId}"`;
-      const inserted = await tx
-        .insertInto('payment_events')
-        .values({ ...event, note })
-        .onConflict((oc) => oc.columns(['shop_id', 'provider', 'event_key']).doNothing())
-        .executeTakeFirst();
-      if (Number(inserted.numInsertedOrUpdatedRows ?? 0) === 1) {
-        await tx
-          .insertInto('alerts')
-          .values({ id: newId('alr'), kind: 'unknown_payment', message: `${provider}: ${note}`, ref: event.id, created_at: receivedAt, resolved_at: null })
-          .execute();
+  for (let look = 1; ; look++) {
+    // A redelivery is answered from one read, without taking a write lock; an event row is never
+    // deleted, so a key seen here stays seen. The insert below is the authority.
+    const seen = await findEvent(ctx.db, shopId, provider, f.eventKey);
+    try {
+      if (!seen) {
+        const result = await ctx.db.transaction().execute((tx) => settle(ctx, tx, eventRow(shopId, provider, f, source), false, f));
+        return report(ctx, provider, shopId, f, result);
       }
-      return { outcome: 'unknown_attempt', note };
+      // The same news came as a notification that is recorded but not applied yet: it is applied
+      // now, so the caller (a customer on the return page) gets the answer, never "duplicate".
+      if (seen.outcome === RECEIVED) {
+        const result = await applyRecorded(ctx, seen.id, 'wait');
+        if (result) return result;
+      }
+    } catch (error) {
+      if (error instanceof SeenMeanwhile && look < 2) continue;
+      throw error;
     }
+    return report(ctx, provider, shopId, f, { outcome: 'duplicate', note: `event ${f.eventKey} already applied` });
+  }
+}
 
-    // Lock order before attempt, always in this order, so concurrent facts cannot deadlock.
-    const order = await lockOrder(ctx, tx, located.order_id);
-    const attempt = await forUpdate(ctx.engine, tx.selectFrom('payment_attempts').selectAll().where('id', '=', located.id)).executeTakeFirstOrThrow();
+/**
+ * Applies one recorded (`received`) event in its own transaction. An event another process is
+ * applying right now is left to it (`skip`: the inbox and the sweep, with SKIP LOCKED on
+ * PostgreSQL) or waited for (`wait`: applyFact, which then finds it done). Undefined when the event
+ * is no longer waiting.
+ */
+export async function applyRecorded(ctx: Context, eventId: string, locked: 'skip' | 'wait'): Promise<ApplyResult | undefined> {
+  const done = await ctx.db.transaction().execute((tx) => settleRecorded(ctx, tx, eventId, locked));
+  return done && reportRecorded(ctx, done);
+}
 
-    // Under the order's lock, concurrent deliveries of one event are serialised: this read is exact.
-    if (await findEvent(tx, shopId, provider, f.eventKey)) {
-      return { outcome: 'duplicate', orderId: order.id, orderState: order.state, paymentState: attempt.state, note: `event ${f.eventKey} already applied` };
-    }
+/** Recorded events applied at the same time on PostgreSQL, each on its own pooled connection. */
+const CONCURRENT_EVENTS = 4;
 
-    const isCurrentAttempt = order.current_attempt_id === attempt.id;
-    const d = decide(orderSnapshot(order), paymentSnapshot(attempt), f.fact, { isCurrentAttempt });
-    const cause = `${provider} ${f.fact.type} (${source}, event ${f.eventKey})`;
-    // The unique key stays the last line of defence: a second insert fails and rolls everything back.
-    await tx.insertInto('payment_events').values({ ...event, outcome: d.outcome, note: d.note }).execute();
+/**
+ * Applies recorded events, each on its own so that one that fails stays `received` (for the sweep)
+ * and holds up none of the others. On SQLite they share one transaction, each under a savepoint:
+ * there is one writer anyway, and one commit instead of many is most of the saving. On PostgreSQL
+ * each has its own transaction, so its row locks (the order's, the SKU's) are held for one event
+ * only, and a few run at once: they wait for each other only on the rows they share. (Facts of one
+ * order may then apply in either order; decide() makes out-of-order facts converge, as it does for
+ * out-of-order deliveries.)
+ */
+export async function applyRecordedBatch(ctx: Context, eventIds: readonly string[]): Promise<{ applied: number; failed: { id: string; error: unknown }[] }> {
+  const failed: { id: string; error: unknown }[] = [];
+  let applied = 0;
+  if (ctx.engine === 'postgres') {
+    for (let i = 0; i < eventIds.length; i += CONCURRENT_EVENTS) {
+      await Promise.all(
+        eventIds.slice(i, i + CONCURRENT_EVENTS).map(async (id) => {
+          try {
+            if (await applyRecorded(ctx, id, 'skip')) applied += 1;
+          } catch (error) {
+            failed.push({ id, error });
+          }
+        }),
+      );
+    }
+    return { applied, failed };
+  }
+  const settled: Settled[] = [];
+  try {
+    await ctx.db.transaction().execute(async (tx) => {
+      for (const id of eventIds) {
+        await sql`savepoint apply_event`.execute(tx);
+        try {
+          const done = await settleRecorded(ctx, tx, id, 'skip');
+          await sql`release savepoint apply_event`.execute(tx);
+          if (done) settled.push(done);
+        } catch (error) {
+          await sql`rollback to savepoint apply_event`.execute(tx);
+          await sql`release savepoint apply_event`.execute(tx);
+          failed.push({ id, error });
+        }
+      }
+    });
+  } catch (error) {
+    // The commit itself failed: nothing of the batch happened, every event stays received.
+    return { applied: 0, failed: eventIds.map((id) => ({ id, error })) };
+  }
+  for (const done of settled) reportRecorded(ctx, done);
+  return { applied: settled.length, failed };
+}
 
-    const details = f.details ? { ...(JSON.parse(attempt.details) as object), ...f.details } : undefined;
-    if (d.paymentChanged || details || (f.gatewayRef && !attempt.gateway_ref)) {
-      await tx
-        .updateTable('payment_attempts')
-        .set({
-          state: d.payment.state,
-          captured_amount: d.payment.capturedAmount,
-          refunded_amount: d.payment.refundedAmount,
-          gateway_ref: attempt.gateway_ref ?? f.gatewayRef ?? null,
-          details: details ? JSON.stringify(details) : attempt.details,
-          updated_at: nowIso(),
-        })
-        .where('id', '=', attempt.id)
-        .execute();
-      if (d.payment.state !== attempt.state) await recordChange(tx, 'payment', attempt.id, attempt.state, d.payment.state, cause);
+interface Settled {
+  row: PaymentEvent;
+  f: StatedFact;
+  result: ApplyResult;
+}
+
+async function settleRecorded(ctx: Context, tx: Tx, eventId: string, locked: 'skip' | 'wait'): Promise<Settled | undefined> {
+  let query = tx.selectFrom('payment_events').selectAll().where('id', '=', eventId).where('outcome', '=', RECEIVED);
+  // The event's row is locked first, then the order and the attempt: always in that order.
+  if (ctx.engine === 'postgres') query = locked === 'skip' ? query.forUpdate().skipLocked() : query.forUpdate();
+  const row = await query.executeTakeFirst();
+  if (!row) return undefined;
+  if (!row.fact) throw new Error(`payment event ${row.id} is received but keeps no fact to apply`);
+  const f: StatedFact = { ...(JSON.parse(row.fact) as Omit<StatedFact, 'eventKey'>), eventKey: row.event_key };
+  return { row, f, result: await settle(ctx, tx, row, true, f) };
+}
+
+function reportRecorded(ctx: Context, done: Settled): ApplyResult {
+  ctx.metrics.paymentInboxLag.observe((Date.now() - Date.parse(done.row.received_at)) / 1000);
+  return report(ctx, done.row.provider, done.row.shop_id, done.f, done.result);
+}
+
+/**
+ * Applies an event's fact under the order's lock. `recorded`: the event's row exists (`received`)
+ * and gets its outcome; otherwise the row is inserted with it, and a key that appeared meanwhile
+ * rolls everything back (SeenMeanwhile) for the caller to look again.
+ */
+async function settle(ctx: Context, tx: Tx, event: EventRow, recorded: boolean, f: StatedFact): Promise<ApplyResult> {
+  const { shop_id: shopId, provider, source } = event;
+  const located = await tx
+    .selectFrom('payment_attempts')
+    .select(['id', 'order_id'])
+    .where('shop_id', '=', shopId)
+    .where('provider', '=', provider)
+    .where('merchant_ref', '=', f.merchantRef)
+    .executeTakeFirst();
+  const at = nowIso();
+  const write = async (outcome: ApplyResult['outcome'], note: string, attemptId: string | null) => {
+    const outcomeColumns = { outcome, note, attempt_id: attemptId, applied_at: at };
+    if (recorded) {
+      await tx.updateTable('payment_events').set(outcomeColumns).where('id', '=', event.id).execute();
+      return;
     }
-    if (!isCurrentAttempt && d.outcome === 'applied' && f.fact.type === 'captured') {
-      // The money came through an earlier attempt: that attempt is now the order's payment.
-      await tx.updateTable('orders').set({ current_attempt_id: attempt.id }).where('id', '=', order.id).execute();
-    }
-    if (d.orderChanged || d.effects.length > 0) {
-      const held = d.outcome === 'conflict' || d.outcome === 'amount_mismatch';
-      await applyOrderChange(tx, order, { ...d.order, holdReason: held ? d.note : undefined }, d.effects, cause);
-    }
-    return { outcome: d.outcome, orderId: order.id, orderState: d.order.state, paymentState: d.payment.state, note: d.note };
-  });
-  return report(ctx, provider, shopId, f, result);
+    const inserted = await tx
+      .insertInto('payment_events')
+      .values({ ...event, ...outcomeColumns })
+      .onConflict((oc) => oc.columns(['shop_id', 'provider', 'event_key']).doNothing())
+      .executeTakeFirst();
+    if (Number(inserted.numInsertedOrUpdatedRows ?? 0) !== 1) throw new SeenMeanwhile();
+  };
+
+  if (!located) {
+    // Kept, not dropped: a verified fact for a reference we do not know needs a human.
+    const note = `no payment attempt "${f.merchantRef}" in shop "${shopId}"`;
+    await write('unknown_attempt', note, null);
+    await tx
+      .insertInto('alerts')
+      .values({ id: newId('alr'), kind: 'unknown_payment', message: `${provider}: ${note}`, ref: event.id, created_at: at, resolved_at: null })
+      .execute();
+    return { outcome: 'unknown_attempt', note };
+  }
+
+  // Lock order before attempt, always in this order, so concurrent facts cannot deadlock.
+  const order = await lockOrder(ctx, tx, located.order_id);
+  const attempt = await forUpdate(ctx.engine, tx.selectFrom('payment_attempts').selectAll().where('id', '=', located.id)).executeTakeFirstOrThrow();
+
+  const isCurrentAttempt = order.current_attempt_id === attempt.id;
+  const d = decide(orderSnapshot(order), paymentSnapshot(attempt), f.fact, { isCurrentAttempt });
+  const cause = `${provider} ${f.fact.type} (${source}, event ${f.eventKey})`;
+  // First of the writes: a key seen meanwhile rolls back before anything else was changed.
+  await write(d.outcome, d.note, attempt.id);
+
+  const details = f.details ? { ...(JSON.parse(attempt.details) as object), ...f.details } : undefined;
+  if (d.paymentChanged || details || (f.gatewayRef && !attempt.gateway_ref)) {
+    await tx
+      .updateTable('payment_attempts')
+      .set({
+        state: d.payment.state,
+        captured_amount: d.payment.capturedAmount,
+        refunded_amount: d.payment.refundedAmount,
+        gateway_ref: attempt.gateway_ref ?? f.gatewayRef ?? null,
+        details: details ? JSON.stringify(details) : attempt.details,
+        updated_at: at,
+      })
+      .where('id', '=', attempt.id)
+      .execute();
+    if (d.payment.state !== attempt.state) await recordChange(tx, 'payment', attempt.id, attempt.state, d.payment.state, cause);
+  }
+  if (!isCurrentAttempt && d.outcome === 'applied' && f.fact.type === 'captured') {
+    // The money came through an earlier attempt: that attempt is now the order's payment.
+    await tx.updateTable('orders').set({ current_attempt_id: attempt.id }).where('id', '=', order.id).execute();
+  }
+  if (d.orderChanged || d.effects.length > 0) {
+    const held = d.outcome === 'conflict' || d.outcome === 'amount_mismatch';
+    await applyOrderChange(tx, order, { ...d.order, holdReason: held ? d.note : undefined }, d.effects, cause);
+  }
+  return { outcome: d.outcome, orderId: order.id, orderState: d.order.state, paymentState: d.payment.state, note: d.note };
 }
 
 function findEvent(db: Db | Tx, shopId: string, provider: string, eventKey: string) {
   return db
     .selectFrom('payment_events')
-    .select('id')
+    .select(['id', 'outcome'])
     .where('shop_id', '=', shopId)
     .where('provider', '=', provider)
     .where('event_key', '=', eventKey)
     .executeTakeFirst();
 }
 
-function report(ctx: Context, provider: string, shopId: string, f: GatewayFact, result: ApplyResult): ApplyResult {
+function report(ctx: Context, provider: string, shopId: string, f: StatedFact, result: ApplyResult): ApplyResult {
   ctx.metrics.paymentFacts.inc({ provider, fact: f.fact.type, outcome: result.outcome });
   if (result.outcome === 'conflict' || result.outcome === 'amount_mismatch' || result.outcome === 'unknown_attempt') {
     ctx.log.warn({ provider, shopId, merchantRef: f.merchantRef, eventKey: f.eventKey, outcome: result.outcome }, result.note);

@@ -1,9 +1,11 @@
 import { z } from 'zod';
+import { isAccountMail, sendAccountMail } from '../accounts/mail.js';
 import { ORDER_MAIL_TEMPLATES, orderMail } from '../commerce/order-mail.js';
 import type { Mailer } from '../integrations/mail/index.js';
 import { nowIso } from '../ids.js';
 import { enqueue } from '../jobs/outbox.js';
 import type { JobKind } from '../jobs/registry.js';
+import { sweepInbox } from './inbox.js';
 import { expireOrder, readBack, runOperation, type Payments } from './service.js';
 
 /*
@@ -98,8 +100,22 @@ export function paymentJobKinds(p: Payments, mailer: Mailer): JobKind[] {
       },
     },
     {
+      // The backstop of record, answer, apply: notifications recorded by a process that did not
+      // live to apply them (or whose application failed) are applied here.
+      kind: 'payments.apply-received',
+      async run(payload) {
+        const { olderThanSeconds } = z.object({ olderThanSeconds: z.number().nonnegative().default(30) }).parse(payload ?? {});
+        const { failed } = await sweepInbox(p.ctx, olderThanSeconds * 1000);
+        if (failed.length > 0) {
+          // The job fails, so it is retried and, if it keeps failing, dead-lettered with an alert.
+          throw new Error(`${failed.length} recorded notification(s) could not be applied and stay received (first: event ${failed[0]!.id}: ${failed[0]!.error})`);
+        }
+      },
+    },
+    {
       kind: 'mail.send',
       async run(payload, job) {
+        if (isAccountMail(payload)) return sendAccountMail(p.ctx, mailer, payload, job.jobId);
         const { template, orderId } = z.object({ template: z.enum(ORDER_MAIL_TEMPLATES), orderId: z.string() }).parse(payload);
         await mailer.send(await orderMail(p.ctx, template, orderId, job.jobId));
       },

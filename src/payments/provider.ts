@@ -43,14 +43,14 @@ export type NotificationResult =
    * Not verifiable (no signature configured, or the gateway does not sign this kind): the store reads
    * the attempt back from the gateway's API and trusts only that answer.
    */
-  | { verified: false; merchantRef: string; reply: GatewayReply }
+  | { verified: false; merchantRef: string; /** The gateway's id for the payment, when the notification names one (checked with `claim`). */ gatewayRef?: string; reply: GatewayReply }
   /** Forged or malformed: nothing happens, the gateway gets its error answer. */
   | { rejected: true; reason: string; reply: GatewayReply };
 
 export interface AttemptContext {
   attempt: PaymentAttempt;
   settings: ShopSettings;
-  order: { id: string; number: string; total: number; email: string; lines: { name: string; unitPrice: number; quantity: number }[] };
+  order: { id: string; number: string; total: number; email: string; customerName: string; lines: { name: string; unitPrice: number; quantity: number }[] };
   /** Absolute URLs on this store for the gateway to send the customer and its notifications to. */
   urls: { returnUrl: string; cancelUrl: string; notifyUrl: string };
 }
@@ -74,6 +74,13 @@ export interface PaymentProvider {
   capture(a: AttemptContext, amount: number, idempotencyKey: string): Promise<GatewayFact[]>;
   refund(a: AttemptContext, amount: number, idempotencyKey: string): Promise<GatewayFact[]>;
   cancel(a: AttemptContext, idempotencyKey: string): Promise<GatewayFact[]>;
+  /**
+   * Whether the gateway's payment `gatewayRef`, named by a browser or an unsigned notification,
+   * belongs to the attempt (asked of the gateway's API). Only then is it adopted for read-backs.
+   */
+  claim?(a: AttemptContext, gatewayRef: string): Promise<boolean>;
+  /** Confirms the sale at the gateway when the order ships (atone's 売上確定); answers details to keep. */
+  settle?(a: AttemptContext): Promise<Record<string, unknown>>;
 }
 
 export class ProviderRegistry {

@@ -1,12 +1,13 @@
 import { createOrder, findOrder, lockOrder, openAttempt, orderInput, orderSnapshot, applyOrderChange } from '../commerce/orders.js';
 import { applyOrderEvent } from '../commerce/decide.js';
-import { getShopSettings } from '../commerce/shops.js';
+import { findShopSettings, getShopSettings } from '../commerce/shops.js';
 import type { Context } from '../context.js';
 import type { Order, PaymentAttempt } from '../db/schema.js';
 import { KessaiError, invalid, notFound } from '../errors.js';
 import { newId, nowIso } from '../ids.js';
 import { enqueue } from '../jobs/outbox.js';
 import { applyFact, type ApplyResult, type FactSource } from './apply-fact.js';
+import type { NotificationInbox } from './inbox.js';
 import type { AttemptContext, GatewayReply, PaymentAction, ProviderRegistry } from './provider.js';
 
 /*
@@ -18,6 +19,8 @@ import type { AttemptContext, GatewayReply, PaymentAction, ProviderRegistry } fr
 export interface Payments {
   ctx: Context;
   providers: ProviderRegistry;
+  /** Where verified notifications are recorded before they are answered, and applied after. */
+  inbox: NotificationInbox;
 }
 
 /** The providers and methods a shop currently offers, for the checkout and for validation. */
@@ -44,12 +47,13 @@ async function assertPayable(p: Payments, shopId: string, payment: { provider: s
 
 export async function attemptContext(p: Payments, attempt: PaymentAttempt, order: Order, token?: string): Promise<AttemptContext> {
   const lines = await p.ctx.db.selectFrom('order_lines').select(['name', 'unit_price', 'quantity']).where('order_id', '=', order.id).orderBy('position').execute();
+  const customer = await p.ctx.db.selectFrom('customers').select('name').where('id', '=', order.customer_id).executeTakeFirstOrThrow();
   const base = p.ctx.config.publicUrl;
   const orderPage = token ? `${base}/orders/${token}` : `${base}/orders`;
   return {
     attempt,
     settings: await getShopSettings(p.ctx, attempt.shop_id),
-    order: { id: order.id, number: order.number, total: order.total, email: order.email, lines: lines.map((l) => ({ name: l.name, unitPrice: l.unit_price, quantity: l.quantity })) },
+    order: { id: order.id, number: order.number, total: order.total, email: order.email, customerName: customer.name, lines: lines.map((l) => ({ name: l.name, unitPrice: l.unit_price, quantity: l.quantity })) },
     urls: {
       returnUrl: `${orderPage}/return?attempt=${attempt.id}`,
       cancelUrl: `${orderPage}/return?attempt=${attempt.id}&cancelled=1`,
@@ -116,7 +120,12 @@ async function startAttempt(p: Payments, attemptId: string, order: Order, token:
   }
 }
 
-/** A gateway notification: verified facts are applied; an unverifiable one only triggers a read-back. */
+/**
+ * A gateway notification. Verified facts are recorded, then answered, then applied (inbox.ts): the
+ * gateway's OK means "stored", and the state change follows within moments. A forged or malformed
+ * one gets the provider's error answer and writes nothing; an unverifiable one only triggers a
+ * read-back.
+ */
 export async function handleNotification(
   p: Payments,
   providerName: string,
@@ -125,9 +134,8 @@ export async function handleNotification(
 ): Promise<GatewayReply> {
   const provider = p.providers.get(providerName);
   if (!provider) return { status: 404, contentType: 'text/plain', body: `unknown provider ${providerName}` };
-  const shop = await p.ctx.db.selectFrom('shops').select('id').where('id', '=', shopId).executeTakeFirst();
-  if (!shop) return { status: 404, contentType: 'text/plain', body: `unknown shop ${shopId}` };
-  const settings = await getShopSettings(p.ctx, shopId);
+  const settings = await findShopSettings(p.ctx, shopId);
+  if (!settings) return { status: 404, contentType: 'text/plain', body: `unknown shop ${shopId}` };
   const result = await provider.parseNotification({ ...request, settings });
   if ('rejected' in result) {
     p.ctx.log.warn({ provider: providerName, shopId, reason: result.reason, from: request.remoteAddress }, 'notification rejected');
@@ -144,7 +152,7 @@ export async function handleNotification(
     if (attempt) await enqueue(p.ctx.db, { kind: 'payment.readback', payload: { attemptId: attempt.id } });
     return result.reply;
   }
-  for (const fact of result.facts) await applyFact(p.ctx, shopId, providerName, fact, 'notification');
+  await p.inbox.record(shopId, providerName, result.facts);
   return result.reply;
 }
 

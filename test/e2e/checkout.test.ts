@@ -147,6 +147,18 @@ if (!CHROMIUM) {
       });
     });
 
+    it('atone: the modal in the page, log in as a test member, authorize, back to a paid order', async (t) => {
+      await withPage(t, async (page) => {
+        await order(page, 'demo-serial', 'atone');
+        const modal = page.frameLocator('iframe[name=atone-sandbox]');
+        await modal.locator('#atone-login input[name=email]').fill('taro@example.jp');
+        await modal.locator('#atone-login input[name=password]').fill('password');
+        await modal.locator('#atone-login button[type=submit]').click();
+        await modal.locator('#atone-authorize button').click();
+        await expectState(page, /お支払い完了/);
+      });
+    });
+
     it('testpay konbini: waiting for payment with a receipt number, paid later', async (t) => {
       await withPage(t, async (page) => {
         await order(page, 'demo-serial', 'testpay');

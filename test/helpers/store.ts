@@ -85,9 +85,9 @@ export async function onlyAttempt(store: TestStore, orderId: string) {
 }
 
 /**
- * Waits until every notification the store has acknowledged is applied. Today a notification is
- * applied before it is answered, so this returns at once; tests that look at what a notification
- * changed call it anyway, so they stay right if application moves after the answer.
+ * Waits until every notification the store has acknowledged is applied. A notification is answered
+ * once it is recorded and applied right after (record, answer, apply), so a test that looks at
+ * what a notification changed waits for this first.
  */
 export async function notificationsApplied(store: TestStore, timeoutMs = 5000): Promise<void> {
   await eventually(async () => {

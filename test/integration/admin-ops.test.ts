@@ -9,7 +9,7 @@ import { after, before, it } from 'node:test';
 import { sandboxSecret } from '../../src/commerce/shops.js';
 import { enqueue } from '../../src/jobs/outbox.js';
 import { forEachEngine } from '../helpers/db.js';
-import { ADMIN_TOKEN, startStore, type TestStore } from '../helpers/store.js';
+import { ADMIN_TOKEN, notificationsApplied, startStore, type TestStore } from '../helpers/store.js';
 
 interface ErrorBody {
   error: { code: string; message: string; problems: { field: string; reason: string }[] };
@@ -48,6 +48,7 @@ async function payByCard(store: TestStore, order: Placed): Promise<void> {
   const res = await fetch(`${order.payUrl}/card`, { method: 'POST', redirect: 'manual' });
   await res.arrayBuffer();
   assert.equal(res.status, 303);
+  await notificationsApplied(store);
   const view = (await (await fetch(`${store.url}/api/orders/${order.token}`)).json()) as { order: { state: string } };
   assert.equal(view.order.state, 'paid');
 }
@@ -127,6 +128,7 @@ forEachEngine('operations and admin API', (engine) => {
       body,
     });
     assert.equal(hook.status, 200);
+    await notificationsApplied(store);
     const alerts = (await adminJson<{ alerts: { kind: string; ref: string }[] }>(store, 'GET', '/alerts')).body.alerts;
     assert.ok(alerts.some((a) => a.kind === 'order_on_hold' && a.ref === order.orderId), 'the operator has an alert');
 

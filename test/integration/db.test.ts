@@ -9,8 +9,9 @@ import { ENGINES, forEachEngine, testDatabase, useTestDatabase, type Engine } fr
 
 const ALL_MIGRATIONS = Object.keys(migrations);
 const TABLES = [
-  'alerts', 'customers', 'job_runs', 'jobs', 'order_addresses', 'order_lines', 'orders', 'payment_attempts',
-  'payment_events', 'products', 'reservations', 'shops', 'skus', 'state_changes', 'tickets',
+  'account_tokens', 'alerts', 'chart_runs', 'customer_links', 'customer_sessions', 'customers', 'job_runs', 'jobs', 'order_addresses', 'order_lines', 'orders',
+  'payment_attempts', 'payment_events', 'products', 'rate_limits', 'reservations', 'serial_code_batches', 'serial_code_specs', 'serial_codes',
+  'shops', 'skus', 'state_changes', 'tickets',
 ];
 const NOW = '2026-11-23T10:00:00.000Z';
 

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { createProduct } from '../../src/commerce/catalog.js';
-import { sandboxSecret } from '../../src/commerce/shops.js';
+import { sandboxSecret, setShopSettings } from '../../src/commerce/shops.js';
 import { eventually } from '../helpers/eventually.js';
 import { forEachEngine } from '../helpers/db.js';
 import { readMails } from '../helpers/mail.js';
@@ -421,11 +421,13 @@ forEachEngine('payment flow through the gateway', (engine) => {
     const order = await placeOrder(store, [{ sku: 'demo-serial', quantity: 1 }]);
     await press(order.payUrl, 'decline');
     await notificationsApplied(store);
+    await setShopSettings(store.rt.ctx, 'default', { 'atone.enabled': 'false' });
     const res = await fetch(`${store.url}/api/orders/${order.token}/payments`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ provider: 'atone' }),
     });
+    await setShopSettings(store.rt.ctx, 'default', { 'atone.enabled': 'true' });
     assert.equal(res.status, 400);
     const body = (await res.json()) as ErrorBody;
     // The request body is {provider, method}: the field at fault is "provider".

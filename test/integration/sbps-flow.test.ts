@@ -23,9 +23,10 @@ import { sjisUrlEncode } from '../../src/gateways/common/sjis.js';
 import { encodeMessage, orderedEntries, orderedValues, parseMessage, sbpsHash, sbpsXmlApi, verifyMessage } from '../../src/gateways/sbps/index.js';
 import { jstTimestamp } from '../../src/gateways/sbps/xml-api.js';
 import { sbpsSandbox } from '../../src/sandbox/sbps.js';
+import { FormClient } from '../helpers/browser.js';
 import { forEachEngine } from '../helpers/db.js';
 import { eventually } from '../helpers/eventually.js';
-import { ADMIN_TOKEN, attempts, onlyAttempt, sku, startStore, type TestStore } from '../helpers/store.js';
+import { ADMIN_TOKEN, attempts, notificationsApplied, onlyAttempt, sku, startStore, type TestStore } from '../helpers/store.js';
 
 const ROOT = join(import.meta.dirname, '../..');
 const CARD_OK = '4111111111111111';
@@ -380,13 +381,9 @@ forEachEngine('SBPS link type through the store', (engine) => {
 
   it('HTML checkout: an auto-submitting hand-off form with accept-charset Shift_JIS that SBPS accepts', async () => {
     const code = await product(store, 10, 1200);
-    const res = await fetch(`${store.url}/checkout`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ sku: code, quantity: '1', email: 'hanako@example.jp', name: '佐藤 花子', provider: 'sbps' }).toString(),
-      redirect: 'manual',
-    });
-    const html = await res.text();
+    // As a browser does: the shop page first (its form carries the CSRF token), then the post.
+    const res = await new FormClient(store.url).submit('/', '/checkout', { sku: code, quantity: '1', email: 'hanako@example.jp', name: '佐藤 花子', provider: 'sbps' });
+    const html = res.body;
     assert.equal(res.status, 200, html.slice(-800));
     assert.match(res.headers.get('content-type') ?? '', /^text\/html/);
     const handoff = /<form method="post" action="([^"]*)" accept-charset="Shift_JIS" id="handoff">([\s\S]*?)<\/form>/.exec(html);
@@ -488,6 +485,7 @@ forEachEngine('SBPS link type through the store', (engine) => {
     const before = await snapshot(store, order, code);
     const replay = encodeMessage('result', { fields: JSON.parse(ngEvent!.payload) as Record<string, string>, details: [] }, keyOf(store), { shuffle: Math.random, uppercaseHash: true });
     assertAnswer(await notify(store, replay), 'OK');
+    await notificationsApplied(store);
     assert.deepEqual(await snapshot(store, order, code), before);
   });
 
@@ -560,6 +558,7 @@ forEachEngine('SBPS link type through the store', (engine) => {
     const fields = Object.fromEntries(back.pairs.filter(([name]) => name !== 'TOKEN' && name !== 'sps_hashcode'));
     const late = encodeMessage('result', { fields, details: [] }, keyOf(store), { shuffle: Math.random, uppercaseHash: true });
     assertAnswer(await notify(store, late), 'OK');
+    await notificationsApplied(store);
     assert.equal((await view(store, order.token)).state, 'paid');
     assert.ok((await orderPage(store, order.token)).includes('お支払い完了 / Paid'));
     assert.deepEqual(await sku(store, code), { on_hand: 9, reserved: 0 });
@@ -588,6 +587,7 @@ forEachEngine('SBPS link type through the store', (engine) => {
     const replay = encodeMessage('result', { fields, details: [] }, keyOf(store), { shuffle: Math.random, uppercaseHash: true });
     assert.ok(verifyMessage('result', replay, keyOf(store)).valid);
     for (let i = 0; i < 3; i++) assertAnswer(await notify(store, replay), 'OK');
+    await notificationsApplied(store);
     assert.deepEqual(await snapshot(store, order, code), before, 'nothing changed');
   });
 
@@ -620,6 +620,7 @@ forEachEngine('SBPS link type through the store', (engine) => {
     assert.equal(unknownShop.status, 404);
     // A verified result kessai does not act on: acknowledged so SBPS stops, nothing applied.
     assertAnswer(await notify(store, resultBody(order.form, { res_result: 'ZZ' }, key)), 'OK');
+    await notificationsApplied(store);
     assert.deepEqual(await snapshot(store, order, code), before, 'nothing changed');
 
     // A forged browser return: the customer still sees the order page, the money state does not move.
@@ -636,6 +637,7 @@ forEachEngine('SBPS link type through the store', (engine) => {
       const code = await product(store, 10, 1100);
       const order = await placeOrder(store, code, 2);
       assertAnswer(await notify(store, resultBody(order.form, { res_result: result, res_payment_date: '' }, keyOf(store))), 'OK');
+      await notificationsApplied(store);
       assert.equal((await view(store, order.token)).state, orderState, result);
       assert.equal((await onlyAttempt(store, order.orderId)).state, paymentState, result);
       assert.deepEqual(await sku(store, code), { on_hand: 10, reserved: 0 }, `${result}: stock released`);
@@ -648,6 +650,7 @@ forEachEngine('SBPS link type through the store', (engine) => {
     const order = await placeOrder(store, code);
     const answer = await notify(store, resultBody(order.form, { amount: '1000' }, keyOf(store)));
     assertAnswer(answer, 'OK');
+    await notificationsApplied(store);
     assert.equal((await view(store, order.token)).state, 'on_hold');
     const attempt = await onlyAttempt(store, order.orderId);
     const [event] = await store.rt.ctx.db.selectFrom('payment_events').selectAll().where('attempt_id', '=', attempt.id).execute();
@@ -674,6 +677,7 @@ forEachEngine('SBPS link type through the store', (engine) => {
 
     await setShopSettings(store.rt.ctx, 'default', { 'sbps.allowedIps': '61.215.213.20,127.0.0.1' });
     assertAnswer(await notify(store, body), 'OK');
+    await notificationsApplied(store);
     assert.equal((await view(store, order.token)).state, 'paid');
     assert.deepEqual(await sku(store, code), { on_hand: 9, reserved: 0 });
   });
@@ -739,6 +743,7 @@ forEachEngine('SBPS IP allow-list behind a trusted proxy (KESSAI_TRUST_PROXY=loo
     const code = await product(store, 5, 1000);
     const order = await placeOrder(store, code);
     assertAnswer(await notify(store, resultBody(order.form, {}, keyOf(store)), { headers: { 'x-forwarded-for': '61.215.213.20' } }), 'OK');
+    await notificationsApplied(store);
     assert.equal((await view(store, order.token)).state, 'paid');
   });
 

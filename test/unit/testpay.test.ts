@@ -82,7 +82,7 @@ function attempt(overrides: { amount?: number; method?: string | null; gatewayRe
   return {
     attempt: row,
     settings,
-    order: { id: row.order_id, number: `100${seq}`, total: amount, email: 'fan@example.jp', lines: [{ name: 'CD', unitPrice: amount, quantity: 1 }] },
+    order: { id: row.order_id, number: `100${seq}`, total: amount, email: 'fan@example.jp', customerName: '山田 花子', lines: [{ name: 'CD', unitPrice: amount, quantity: 1 }] },
     urls: { returnUrl: 'http://shop.test/orders/1/return', cancelUrl: 'http://shop.test/orders/1/cancelled', notifyUrl: `${receiverUrl}/webhooks/testpay/default` },
   };
 }

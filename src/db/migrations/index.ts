@@ -1,9 +1,19 @@
 import type { Migration } from 'kysely';
 import * as m0001 from './0001_initial.js';
 import * as m0002 from './0002_tickets.js';
+import * as m0003 from './0003_payment_inbox.js';
+import * as m0004 from './0004_serial_codes.js';
+import * as m0005 from './0005_chart_runs.js';
+import * as m0006 from './0006_accounts.js';
+import * as m0007 from './0007_customer_links.js';
 
 /** Every migration, in order. A landed migration is never edited: add the next one. */
 export const migrations: Record<string, Migration> = {
   '0001_initial': m0001,
   '0002_tickets': m0002,
+  '0003_payment_inbox': m0003,
+  '0004_serial_codes': m0004,
+  '0005_chart_runs': m0005,
+  '0006_accounts': m0006,
+  '0007_customer_links': m0007,
 };

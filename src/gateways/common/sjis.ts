@@ -190,24 +190,33 @@ export function sjisUrlEncode(pairs: readonly (readonly [string, string])[]): st
  * and `+` in raw bytes is safe because no Shift_JIS trail byte is below 0x40.
  */
 export function parseSjisUrlEncoded(body: Buffer): [string, string][] {
+  // Byte offsets and latin1 character offsets are the same, so the body is split as one string and
+  // only the parts that need it go back to the bytes.
+  const text = body.toString('latin1');
   const pairs: [string, string][] = [];
   let start = 0;
-  while (start <= body.length) {
-    let end = body.indexOf(0x26, start);
-    if (end === -1) end = body.length;
+  while (start <= text.length) {
+    let end = text.indexOf('&', start);
+    if (end === -1) end = text.length;
     if (end > start) {
-      const part = body.subarray(start, end);
-      const eq = part.indexOf(0x3d);
-      const name = eq === -1 ? part : part.subarray(0, eq);
-      const value = eq === -1 ? Buffer.alloc(0) : part.subarray(eq + 1);
-      pairs.push([decodeField(percentDecode(name)), decodeField(percentDecode(value))]);
+      const eq = text.indexOf('=', start);
+      const nameEnd = eq !== -1 && eq < end ? eq : end;
+      pairs.push([formField(body, text, start, nameEnd), nameEnd < end ? formField(body, text, nameEnd + 1, end) : '']);
     }
     start = end + 1;
   }
   return pairs;
 }
 
-/** Most fields are ASCII, and CP932 agrees with ASCII below 0x80: skip the table for them. */
+/** Escapes, `+` or bytes above ASCII: the part needs decoding on its bytes. */
+const NEEDS_DECODING = /[%+\x80-\xff]/;
+
+/** Most names and values are plain ASCII, where CP932 agrees with latin1: they are taken as they are. */
+function formField(body: Buffer, text: string, from: number, to: number): string {
+  const part = text.slice(from, to);
+  return NEEDS_DECODING.test(part) ? decodeField(percentDecode(body.subarray(from, to))) : part;
+}
+
 function decodeField(bytes: Buffer): string {
   for (const b of bytes) if (b >= 0x80) return decodeSjis(bytes);
   return bytes.toString('latin1');
@@ -222,7 +231,7 @@ function percentDecode(raw: Buffer): Buffer {
     if (b === 0x2b) {
       out[n++] = 0x20;
     } else if (b === 0x25 && i + 2 < raw.length && isHex(raw[i + 1]) && isHex(raw[i + 2])) {
-      out[n++] = parseInt(String.fromCharCode(raw[i + 1] ?? 0, raw[i + 2] ?? 0), 16);
+      out[n++] = hexValue(raw[i + 1]!) * 16 + hexValue(raw[i + 2]!);
       i += 2;
     } else {
       // A stray `%` stays literal, as browsers and most servers treat it.
@@ -230,6 +239,10 @@ function percentDecode(raw: Buffer): Buffer {
     }
   }
   return out.subarray(0, n);
+}
+
+function hexValue(b: number): number {
+  return b <= 0x39 ? b - 0x30 : (b | 0x20) - 0x57;
 }
 
 function isHex(b: number | undefined): boolean {

@@ -26,9 +26,11 @@ export const HASH_ENCODING = { request: 'utf8', result: 'utf8', return: 'sjis', 
 // space U+3000 is content, not padding.
 const PADDING = /^[\0\t\n\v\f\r ]+|[\0\t\n\v\f\r ]+$/g;
 
+const PADDED_AT_END = /^[\0\t\n\v\f\r ]|[\0\t\n\v\f\r ]$/;
+
 /** A value as SBPS hashes it. */
 export function trimForHash(value: string): string {
-  return value.replace(PADDING, '');
+  return PADDED_AT_END.test(value) ? value.replace(PADDING, '') : value;
 }
 
 /** The hashed text without the key: trimmed values joined with nothing between them. */
@@ -38,7 +40,11 @@ export function concatForHash(values: readonly string[]): string {
 
 /** Lowercase hex SHA-1 of `concat(values) + hashKey` in the bytes `kind` requires. */
 export function sbpsHash(kind: HashKind, values: readonly string[], hashKey: string): string {
-  const text = concatForHash(values) + hashKey;
+  return sbpsHashOfText(kind, concatForHash(values) + hashKey);
+}
+
+/** The same hash of a text already concatenated with the key (`concatForHash(values) + hashKey`). */
+export function sbpsHashOfText(kind: HashKind, text: string): string {
   const bytes = HASH_ENCODING[kind] === 'sjis' ? encodeSjis(text) : Buffer.from(text, 'utf8');
   return createHash('sha1').update(bytes).digest('hex');
 }

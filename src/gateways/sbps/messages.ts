@@ -19,7 +19,7 @@ import {
   type SbpsLimits,
 } from './fields.js';
 import { buildFreeCsv, type FreeCsvEncoding, type FreeCsvInput } from './free-csv.js';
-import { concatForHash, hashesMatch, sbpsHash, trimForHash } from './hash.js';
+import { concatForHash, hashesMatch, sbpsHash, sbpsHashOfText, trimForHash } from './hash.js';
 
 export { SbpsFieldError };
 
@@ -244,9 +244,10 @@ export function verifyMessage(kind: MessageKind, body: Buffer, hashKey: string, 
   const hashed = new Set(fields.map(([name]) => name));
   const unhashed = Object.keys(message.fields).filter((name) => !hashed.has(name));
   if (message.details.length > 0 && !hashed.has('dtl_rowno')) unhashed.push(...DETAIL_KEYS);
-  const base = { received: hash, concatenated: concatForHash(values) + hashKey, message, fields, unhashed };
+  const concatenated = concatForHash(values) + hashKey;
+  const base = { received: hash, concatenated, message, fields, unhashed };
   try {
-    const expected = sbpsHash(kind, values, hashKey);
+    const expected = sbpsHashOfText(kind, concatenated);
     return { ...base, valid: hash !== '' && hashesMatch(expected, hash), expected };
   } catch (error) {
     if (!(error instanceof SjisError)) throw error;

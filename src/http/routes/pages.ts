@@ -1,31 +1,33 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { FastifyPluginAsync, FastifyReply } from 'fastify';
-import { Eta } from 'eta';
 import { z } from 'zod';
+import { attachOrder } from '../../accounts/orders.js';
 import { listProducts } from '../../commerce/catalog.js';
 import { findOrderByToken, orderView } from '../../commerce/orders.js';
 import { DEFAULT_SHOP_ID, getShopSettings } from '../../commerce/shops.js';
 import { checkTicket, ticketQrSvg, ticketUrl } from '../../commerce/tickets.js';
 import { KessaiError, parseInput } from '../../errors.js';
 import { availableMethods, checkout, readBack, retryPayment, type Payments } from '../../payments/service.js';
+import { forBrowser } from '../../payments/claims.js';
 import type { PaymentAction } from '../../payments/provider.js';
+import { currentCustomer, page } from '../front.js';
 
 /*
  * A small server-rendered shop front for the demo and for trying a gateway end to end in a
  * browser: product list, one-step order form, gateway hand-off, order status page.
  */
 
-const eta = new Eta({ views: fileURLToPath(new URL('../views', import.meta.url)), cache: true });
 const ASSETS: Record<string, { type: string; body: Buffer }> = Object.fromEntries(
   [
     ['site.css', 'text/css; charset=utf-8'],
     ['autosubmit.js', 'text/javascript; charset=utf-8'],
     ['postcode.js', 'text/javascript; charset=utf-8'],
+    ['atone-checkout.js', 'text/javascript; charset=utf-8'],
   ].map(([name, type]) => [name, { type: type!, body: readFileSync(fileURLToPath(new URL(`../assets/${name}`, import.meta.url))) }]),
 );
 
-const STATE_LABELS: Record<string, string> = {
+export const STATE_LABELS: Record<string, string> = {
   pending_payment: 'お支払い待ち / Waiting for payment',
   awaiting_payment: 'お支払い待ち（コンビニ等）/ Waiting for your payment at the store',
   authorized: '与信済み / Authorized',
@@ -45,16 +47,15 @@ const tokenParams = z.object({ token: z.string() });
 const attemptQuery = z.object({ attempt: z.string().optional() }).passthrough();
 const providerBody = z.object({ provider: z.string() });
 
-function page(reply: FastifyReply, view: string, data: Record<string, unknown>, status = 200) {
-  const body = eta.render(view, data);
-  return reply.status(status).type('text/html; charset=utf-8').send(eta.render('layout', { ...data, body }));
-}
-
 function handoff(reply: FastifyReply, action: PaymentAction | null) {
   if (!action) throw new KessaiError('payment_start_failed', 'the payment could not be started; please try again', 502);
   if (action.type === 'redirect') return reply.redirect(action.url, 303);
   if (action.type === 'form') return page(reply, 'handoff', { title: 'payment', action });
-  throw new KessaiError('unsupported_action', `payment action ${action.type} needs the storefront's script`, 501);
+  // atone's modal runs in this page: its script's origin is allowed for this response only.
+  const config = action.config as { scriptUrl: string };
+  const origin = new URL(config.scriptUrl).origin;
+  reply.header('content-security-policy', `default-src 'self'; script-src 'self' ${origin}; frame-src ${origin}; connect-src 'self' ${origin}; img-src 'self' data: ${origin}; style-src 'self' 'unsafe-inline'; base-uri 'self'; form-action 'self'; frame-ancestors 'self'; object-src 'none'`);
+  return page(reply, 'atone', { title: 'atone', scriptUrl: config.scriptUrl, config: JSON.stringify(action.config).replace(/</g, '\\u003c') });
 }
 
 export function pageRoutes(p: Payments): FastifyPluginAsync {
@@ -86,8 +87,10 @@ export function pageRoutes(p: Payments): FastifyPluginAsync {
           lines: [{ sku: f.sku ?? '', quantity: Number(f.quantity) }],
           payment: { provider: f.provider ?? '' },
         });
+        const me = await currentCustomer(request);
+        if (me) await attachOrder(ctx, result.order.id, me.customerId);
         if (!result.action) return reply.redirect(`/orders/${result.token}`, 303);
-        return handoff(reply, result.action);
+        return handoff(reply, await forBrowser(p, result.token, result.action));
       } catch (error) {
         if (error instanceof KessaiError && error.status < 500) return shopPage(reply, error.message);
         throw error;
@@ -129,7 +132,8 @@ export function pageRoutes(p: Payments): FastifyPluginAsync {
     await app.register(async (raw) => {
       raw.removeAllContentTypeParsers();
       raw.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: 64 * 1024 }, (_request, body, done) => done(null, body));
-      raw.post('/orders/:token/return', { schema: { hide: true } }, async (request, reply) => {
+      // Cross-site by nature (the gateway's page posts it): no CSRF token can be asked.
+      raw.post('/orders/:token/return', { schema: { hide: true }, config: { csrf: false } }, async (request, reply) => {
         const { token } = parseInput(tokenParams, request.params);
         const { attempt } = parseInput(attemptQuery, request.query);
         const order = await findOrderByToken(ctx, token);
@@ -150,7 +154,7 @@ export function pageRoutes(p: Payments): FastifyPluginAsync {
       const { provider } = parseInput(providerBody, request.body);
       const order = await findOrderByToken(ctx, token);
       const result = await retryPayment(p, order, token, { provider });
-      return handoff(reply, result.action);
+      return handoff(reply, await forBrowser(p, token, result.action));
     });
 
     // Tickets: the page a ticket's QR opens, for the holder and for the door. The code is the

@@ -1,0 +1,576 @@
+/**
+ * The harness behind bench/sbps-notifications.ts and bench/komoju-webhooks.ts: verified gateway
+ * notifications per second against a bare Fastify POST route in the same process and run.
+ *
+ * The whole store runs in this process as `kessai serve` runs it (real database, Fastify on
+ * loopback, sandbox mounted, the demo shop seeded, job worker off: the inbox applies notifications
+ * in-process, as it does in `kessai serve`). A second, bare Fastify app in the same process has one
+ * POST route on the same path that takes the raw body (buffer content-type parser) and answers what
+ * the gateway expects. autocannon runs in a worker thread, so the load generator does not share the
+ * servers' event loop. Every load uses `connections` connections. Per round:
+ *   0. (not timed) `orders` orders of a fresh serial-code product with `orders` units, each paying
+ *      with the gateway, and for each attempt the notification the gateway sends (the script of
+ *      each gateway says how it is built), plus a forged copy (signature changed);
+ *   1. baseline: `seconds` seconds of those bodies (cycled) against the bare route;
+ *   2. fresh: every notification once to POST /webhooks/<gateway>/default. Each is verified and
+ *      recorded (group commit) before its answer, then applied by the inbox: payment event, attempt
+ *      captured, order paid, stock committed, order_paid mail job. After the load the script waits
+ *      until no event is left `received`: that wait is the "drain", and applied_at − received_at of
+ *      each event is its time from OK to applied;
+ *   3. duplicates: the same notifications again (verified, then ignored by the event's unique key);
+ *   4. forged: the forged copies (refused after verification, nothing written).
+ * Rates are responses over the time from the first request to the last response; latency is per
+ * request from when autocannon builds it to its response (fractional ms). After each round, once the
+ * inbox has applied everything, the script checks: every notification answered as expected, orders
+ * paid = notifications = payment_events rows (all `applied`, one per attempt, none left `received`),
+ * one order → paid state change per order, every attempt captured with its amount, stock committed
+ * (on_hand 0, reserved 0), one order_paid mail job per order, no unknown-attempt event or alert; and
+ * after the duplicates and the forged bodies, that nothing changed. Figures: medians over the rounds.
+ * PostgreSQL: a throwaway cluster as in bench/flash-sale.ts (initdb/pg_ctl, removed at the end).
+ * `--profile DIR`: V8's CPU profiler on this thread during each measured load (not during the
+ * preparation, the drain or the warm-up): DIR/<series>-round<n>.cpuprofile.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
+import { createRequire } from 'node:module';
+import { availableParallelism, cpus, loadavg } from 'node:os';
+import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { parseArgs } from 'node:util';
+import { Worker } from 'node:worker_threads';
+import Fastify from 'fastify';
+import { sql, type RawBuilder } from 'kysely';
+import { createProduct } from '../src/commerce/catalog.js';
+import { createOrder } from '../src/commerce/orders.js';
+import { DEFAULT_SHOP_ID } from '../src/commerce/shops.js';
+import type { Order, PaymentAttempt } from '../src/db/schema.js';
+import type { Runtime } from '../src/runtime.js';
+import { freePort } from '../test/helpers/net.js';
+import { median, startBenchStore } from './lib.js';
+
+export const GOAL = 0.5;
+
+/** One request as the gateway sends it: the body (ASCII) and the headers that belong to it. */
+export interface Notification {
+  body: string;
+  headers?: Record<string, string>;
+}
+
+export interface Answer {
+  status: number;
+  body: string;
+}
+
+/** What differs between gateways; everything else is this harness. */
+export interface GatewayBench {
+  /** The script's name: its JSON line's `bench`, its messages' prefix. */
+  name: string;
+  /** For the table's title, e.g. "SBPS result notifications". */
+  title: string;
+  provider: string;
+  /** The payment method each order is created with. */
+  method: string;
+  /** Headers every request carries (content type, user agent). */
+  headers: Record<string, string>;
+  /** What the gateway must hear for a notification it sent, and its content type. */
+  ok: Answer & { contentType: string };
+  /** What the store answers a forged one. */
+  refused: Answer;
+  /** The store's running runtime → a maker of the notification (and a forged copy) for one attempt. */
+  setup(rt: Runtime): Promise<(a: { attempt: PaymentAttempt; order: Order; token: string }) => Promise<{ genuine: Notification; forged: Notification }>>;
+}
+
+// ------------------------------------------------------------------ load generator (worker thread)
+
+interface LoadJob {
+  url: string;
+  /** Request i sends requests[i % length]. */
+  requests: Notification[];
+  headers: Record<string, string>;
+  connections: number;
+  /** Send exactly this many requests (fresh, duplicates, forged), … */
+  amount?: number;
+  /** … or send for this many seconds (the baseline). */
+  seconds?: number;
+  /** The answer every request should get. */
+  expect: Answer;
+}
+
+interface LoadResult {
+  sent: number;
+  responses: number;
+  seconds: number;
+  rps: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+  statuses: Record<string, number>;
+  /** Responses whose status and body differ from `expect`, by answer (first 60 characters). */
+  unexpected: Record<string, number>;
+  /** Requests answered as expected exactly once (only meaningful with `amount` = requests.length). */
+  answeredOnce: number;
+  errors: number;
+  timeouts: number;
+}
+
+/**
+ * The worker's code, plain JavaScript: a worker thread does not inherit tsx's loader on Node 20.
+ * `setupRequest` runs right before each request is written (autocannon builds the first request of a
+ * connection when it creates it and writes it at once), so it hands out the requests one by one from
+ * a counter shared by all connections, and stamps the request's start for the latency.
+ */
+const LOAD_WORKER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const autocannon = require(workerData.autocannon);
+const job = workerData.job;
+const requests = job.requests;
+const perRequest = new Uint32Array(requests.length);
+const latencies = [];
+const unexpected = {};
+let next = 0;
+let first = 0;
+let last = 0;
+let responses = 0;
+const opts = {
+  url: job.url,
+  connections: job.connections,
+  timeout: 60,
+  ...(job.amount ? { amount: job.amount } : { duration: job.seconds }),
+  requests: [{
+    method: 'POST',
+    headers: job.headers,
+    setupRequest: (req, context) => {
+      const i = next++;
+      context.i = i % requests.length;
+      context.t = performance.now();
+      if (first === 0) first = context.t;
+      const r = requests[context.i];
+      return r.headers ? { ...req, body: r.body, headers: { ...req.headers, ...r.headers } } : { ...req, body: r.body };
+    },
+    onResponse: (status, body, context) => {
+      last = performance.now();
+      responses += 1;
+      latencies.push(last - context.t);
+      if (status === job.expect.status && body === job.expect.body) perRequest[context.i] += 1;
+      else {
+        const key = status + ' ' + String(body).slice(0, 60);
+        unexpected[key] = (unexpected[key] || 0) + 1;
+      }
+    },
+  }],
+};
+autocannon(opts).then((raw) => {
+  const r = autocannon.aggregateResult([raw], opts);
+  const statuses = {};
+  for (const [code, s] of Object.entries(r.statusCodeStats || {})) statuses[code] = s.count;
+  latencies.sort((a, b) => a - b);
+  const pct = (p) => latencies.length ? Number(latencies[Math.min(latencies.length - 1, Math.floor(p / 100 * latencies.length))].toFixed(2)) : 0;
+  let answeredOnce = 0;
+  for (const n of perRequest) if (n === 1) answeredOnce += 1;
+  const seconds = (last - first) / 1000;
+  parentPort.postMessage({
+    sent: next, responses, seconds, rps: responses / seconds,
+    p50: pct(50), p90: pct(90), p99: pct(99), max: latencies.length ? Number(latencies[latencies.length - 1].toFixed(2)) : 0,
+    statuses, unexpected, answeredOnce, errors: r.errors, timeouts: r.timeouts,
+  });
+});
+`;
+
+/** Runs one load in a worker thread (the servers keep this thread's event loop to themselves). */
+function load(job: LoadJob): Promise<LoadResult> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(LOAD_WORKER, { eval: true, workerData: { job, autocannon: createRequire(import.meta.url).resolve('autocannon') } });
+    worker.once('message', (m: LoadResult) => resolve(m));
+    worker.once('error', reject);
+    worker.once('exit', (code) => {
+      if (code !== 0) reject(new Error(`load worker exited with ${code}`));
+    });
+  });
+}
+
+// ------------------------------------------------------------------ the benchmark
+
+/**
+ * CPU time of this process's main thread (the servers' thread), ns, from the scheduler's own
+ * account (/proc/<pid>/task/<pid>/schedstat): unlike throughput or event-loop utilisation it does
+ * not grow when other processes take the cores.
+ */
+function threadCpuNs(): number {
+  try {
+    return Number(readFileSync(`/proc/${process.pid}/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]);
+  } catch {
+    return Number.NaN;
+  }
+}
+
+const pct = (xs: number[], p: number): number => {
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
+};
+
+type Series = 'baseline' | 'fresh' | 'duplicate' | 'forged';
+const SERIES: Series[] = ['baseline', 'fresh', 'duplicate', 'forged'];
+
+/** How the inbox kept up with one fresh load. */
+interface Application {
+  /** From the load's last response until no event was left `received`. */
+  drainSeconds: number;
+  /** applied_at − received_at per event (ms; timestamps have 1 ms resolution). */
+  lagMs: { p50: number; p99: number; max: number };
+  /** Distinct received_at values among the round's events: a lower bound of the inserts (batches) that recorded them. */
+  batches: number;
+}
+
+export async function runNotificationBench(spec: GatewayBench): Promise<void> {
+  const { values: args } = parseArgs({
+    options: {
+      engine: { type: 'string', default: process.env.KESSAI_BENCH_ENGINE ?? 'sqlite' },
+      orders: { type: 'string', default: '3000' },
+      seconds: { type: 'string', default: '3' },
+      connections: { type: 'string', default: '64' },
+      rounds: { type: 'string', default: '5' },
+      profile: { type: 'string' },
+    },
+  });
+  const engine = args.engine;
+  if (engine !== 'sqlite' && engine !== 'postgres') throw new Error(`--engine ${engine}: expected sqlite or postgres`);
+  const ORDERS = Number(args.orders);
+  const SECONDS = Number(args.seconds);
+  const CONNECTIONS = Number(args.connections);
+  const ROUNDS = Number(args.rounds);
+  if (!(ORDERS >= CONNECTIONS)) throw new Error('--orders must be at least --connections (autocannon spreads a fixed amount over the connections)');
+  const log = (line: string) => process.stderr.write(`[${spec.name}] ${line}\n`);
+  const path = `/webhooks/${spec.provider}/${DEFAULT_SHOP_ID}`;
+
+  const store = await startBenchStore(engine, spec.provider);
+  const { cleanup } = store;
+  const loadAtStart = loadavg().map((x) => Number(x.toFixed(2)));
+  try {
+    const { rt, app, base, port, engineVersion } = store;
+    const { ctx } = rt;
+    const db = ctx.db;
+
+    // Server-side time of the webhook route per series (Fastify's elapsedTime: request to response sent).
+    let phase: Series | undefined;
+    const serverTimes = new Map<Series, number[]>();
+    app.addHook('onResponse', async (request, reply) => {
+      if (phase && request.url === path) {
+        let list = serverTimes.get(phase);
+        if (!list) serverTimes.set(phase, (list = []));
+        list.push(reply.elapsedTime);
+      }
+    });
+    await app.listen({ port, host: '127.0.0.1' });
+
+    // The baseline: a bare Fastify app in this process, one POST route, raw body, the gateway's OK.
+    const barePort = await freePort();
+    const bare = Fastify({ logger: false });
+    bare.removeAllContentTypeParsers();
+    bare.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: 256 * 1024 }, (_request, body, done) => done(null, body));
+    let bareBytes = 0;
+    bare.post(path, async (request, reply) => {
+      bareBytes += Buffer.isBuffer(request.body) ? request.body.length : 0;
+      return reply.status(spec.ok.status).type(spec.ok.contentType).send(spec.ok.body);
+    });
+    await bare.listen({ port: barePort, host: '127.0.0.1' });
+
+    const notificationFor = await spec.setup(rt);
+    const cpuModel = cpus()[0]?.model ?? 'unknown CPU';
+    log(`${engineVersion}, ${cpuModel} × ${availableParallelism()}, store at ${base}, bare route at 127.0.0.1:${barePort}; ${ROUNDS} rounds of ${ORDERS} notifications, ${CONNECTIONS} connections, baseline ${SECONDS} s`);
+
+    /** `n` orders of a fresh product with n units, and the notification the gateway would send for each. */
+    async function prepare(code: string, n: number): Promise<{ skuId: string; genuine: Notification[]; forged: Notification[] }> {
+      await createProduct(ctx, DEFAULT_SHOP_ID, { code, name: `ベンチ ${code}`, kind: 'serial_code', price: 1500, stock: n });
+      const sku = await db.selectFrom('skus').select('id').where('shop_id', '=', DEFAULT_SHOP_ID).where('code', '=', code).executeTakeFirstOrThrow();
+      const genuine: Notification[] = [];
+      const forged: Notification[] = [];
+      for (let i = 0; i < n; i++) {
+        const created = await createOrder(ctx, {
+          shop: DEFAULT_SHOP_ID,
+          customer: { email: `buyer${i}@example.jp`, name: '山田 花子' },
+          lines: [{ sku: code, quantity: 1 }],
+          payment: { provider: spec.provider, method: spec.method },
+        });
+        const attempt = await db.selectFrom('payment_attempts').selectAll().where('id', '=', created.attemptId).executeTakeFirstOrThrow();
+        const made = await notificationFor({ attempt, order: created.order, token: created.token });
+        genuine.push(made.genuine);
+        forged.push(made.forged);
+      }
+      return { skuId: sku.id, genuine, forged };
+    }
+
+    const count = async (query: RawBuilder<{ n: number | string }>): Promise<number> => Number((await query.execute(db)).rows[0]?.n ?? 0);
+
+    /** What the database says about one round's orders; every figure should equal `n` (or 0 where noted). */
+    async function stateOf(skuId: string) {
+      const orders = sql`select order_id from order_lines where sku_id = ${skuId}`;
+      const states = (await sql<{ state: string; n: number | string }>`select state, count(*) as n from orders where id in (${orders}) group by state`.execute(db)).rows;
+      const events = (
+        await sql<{ n: number | string; attempts: number | string; applied: number | string | null }>`
+          select count(*) as n, count(distinct e.attempt_id) as attempts, sum(case when e.outcome = 'applied' then 1 else 0 end) as applied
+          from payment_events e join payment_attempts a on a.id = e.attempt_id where a.order_id in (${orders})`.execute(db)
+      ).rows[0]!;
+      const paidChanges = (
+        await sql<{ n: number | string; orders: number | string }>`
+          select count(*) as n, count(distinct entity_id) as orders from state_changes
+          where entity = 'order' and to_state = 'paid' and entity_id in (${orders})`.execute(db)
+      ).rows[0]!;
+      const sku = await db.selectFrom('skus').select(['on_hand', 'reserved']).where('id', '=', skuId).executeTakeFirstOrThrow();
+      return {
+        ordersByState: Object.fromEntries(states.map((s) => [s.state, Number(s.n)])),
+        events: Number(events.n),
+        eventAttempts: Number(events.attempts),
+        eventsApplied: Number(events.applied ?? 0),
+        eventsReceived: await count(sql`select count(*) as n from payment_events where outcome = 'received'`),
+        paidStateChanges: Number(paidChanges.n),
+        paidStateChangeOrders: Number(paidChanges.orders),
+        capturedAttempts: await count(sql`select count(*) as n from payment_attempts where order_id in (${orders}) and state = 'captured' and captured_amount = amount`),
+        committedReservations: await count(sql`select count(*) as n from reservations where sku_id = ${skuId} and state = 'committed'`),
+        paidMailJobs: await count(sql`select count(*) as n from jobs where kind = 'mail.send' and dedupe_key in (select 'mail:order_paid:' || order_id from order_lines where sku_id = ${skuId})`),
+        onHand: sku.on_hand,
+        reserved: sku.reserved,
+        unknownAttemptEvents: await count(sql`select count(*) as n from payment_events where attempt_id is null`),
+        alerts: await count(sql`select count(*) as n from alerts`),
+      };
+    }
+    type DbState = Awaited<ReturnType<typeof stateOf>>;
+
+    function checkPaid(s: DbState, n: number): string[] {
+      const problems: string[] = [];
+      const expect = (what: string, got: number, want: number) => {
+        if (got !== want) problems.push(`${what} = ${got}, expected ${want}`);
+      };
+      expect('orders paid', s.ordersByState.paid ?? 0, n);
+      const other = Object.entries(s.ordersByState).filter(([state]) => state !== 'paid');
+      if (other.length) problems.push(`orders not paid: ${JSON.stringify(Object.fromEntries(other))}`);
+      expect('payment_events rows', s.events, n);
+      expect('attempts with an event', s.eventAttempts, n);
+      expect('events applied', s.eventsApplied, n);
+      expect('events still received', s.eventsReceived, 0);
+      expect('order → paid state changes', s.paidStateChanges, n);
+      expect('orders with a → paid state change', s.paidStateChangeOrders, n);
+      expect('attempts captured with their amount', s.capturedAttempts, n);
+      expect('committed reservations', s.committedReservations, n);
+      expect('order_paid mail jobs', s.paidMailJobs, n);
+      expect('on_hand', s.onHand, 0);
+      expect('reserved', s.reserved, 0);
+      expect('payment_events without an attempt', s.unknownAttemptEvents, 0);
+      expect('alerts', s.alerts, 0);
+      return problems;
+    }
+
+    function checkLoad(what: string, r: LoadResult, n: number, want: Answer): string[] {
+      const problems: string[] = [];
+      if (r.sent !== n) problems.push(`${what}: ${r.sent} requests sent, expected ${n}`);
+      if (r.answeredOnce !== n) problems.push(`${what}: ${r.answeredOnce} of ${n} requests answered ${want.status} ${JSON.stringify(want.body)} exactly once`);
+      if (Object.keys(r.unexpected).length) problems.push(`${what}: unexpected answers ${JSON.stringify(r.unexpected)}`);
+      if (r.errors || r.timeouts) problems.push(`${what}: ${r.errors} connection errors, ${r.timeouts} timeouts`);
+      return problems;
+    }
+
+    /** Waits until the inbox has applied every recorded event; how long that took after the load ended. */
+    async function drained(): Promise<number> {
+      const t0 = performance.now();
+      const deadline = t0 + 600_000;
+      while ((await count(sql`select count(*) as n from payment_events where outcome = 'received'`)) > 0) {
+        if (performance.now() > deadline) throw new Error('events still received 10 minutes after the load: the inbox is stuck');
+        await sleep(5);
+      }
+      return (performance.now() - t0) / 1000;
+    }
+
+    async function applicationOf(skuId: string, drainSeconds: number): Promise<Application> {
+      const rows = (
+        await sql<{ received_at: string; applied_at: string | null }>`
+          select e.received_at, e.applied_at from payment_events e join payment_attempts a on a.id = e.attempt_id
+          where a.order_id in (select order_id from order_lines where sku_id = ${skuId})`.execute(db)
+      ).rows;
+      const lags = rows.map((r) => (r.applied_at ? Date.parse(r.applied_at) - Date.parse(r.received_at) : Number.NaN));
+      return {
+        drainSeconds: Number(drainSeconds.toFixed(3)),
+        lagMs: { p50: pct(lags, 50), p99: pct(lags, 99), max: Math.max(...lags) },
+        batches: new Set(rows.map((r) => r.received_at)).size,
+      };
+    }
+
+    const loopDelays: Record<Series, { p50: number; p99: number; max: number }[]> = { baseline: [], fresh: [], duplicate: [], forged: [] };
+    /** This thread's CPU time during a load, per response, µs: what a request costs the server, however busy the machine was. */
+    const busyPerRequest: Record<Series, number[]> = { baseline: [], fresh: [], duplicate: [], forged: [] };
+    let profiler: Session | undefined;
+    let roundNo = 0;
+    if (args.profile) {
+      mkdirSync(args.profile, { recursive: true });
+      profiler = new Session();
+      profiler.connect();
+      await profiler.post('Profiler.enable');
+    }
+    /** One measured load with the store's server-side time and event-loop delay recorded under `series`. */
+    async function measured(series: Series, job: LoadJob): Promise<LoadResult> {
+      const delay = monitorEventLoopDelay({ resolution: 10 });
+      const profiling = profiler !== undefined && roundNo > 0;
+      if (profiling) await profiler!.post('Profiler.start');
+      phase = series;
+      delay.enable();
+      const cpu0 = threadCpuNs();
+      const r = await load(job);
+      const cpu = threadCpuNs() - cpu0;
+      delay.disable();
+      phase = undefined;
+      busyPerRequest[series].push(cpu / 1000 / Math.max(1, r.responses));
+      if (profiling) {
+        const { profile } = await profiler!.post('Profiler.stop');
+        writeFileSync(join(args.profile!, `${series}-round${roundNo}.cpuprofile`), JSON.stringify(profile));
+      }
+      loopDelays[series].push({ p50: delay.percentile(50) / 1e6, p99: delay.percentile(99) / 1e6, max: delay.max / 1e6 });
+      return r;
+    }
+
+    interface Round {
+      results: Record<Series, LoadResult>;
+      application: Application;
+      problems: string[];
+      prepareSeconds: number;
+    }
+
+    const OK: Answer = { status: spec.ok.status, body: spec.ok.body };
+    async function round(code: string, n: number, baselineSeconds: number): Promise<Round> {
+      const t0 = performance.now();
+      const { skuId, genuine, forged } = await prepare(code, n);
+      const prepareSeconds = (performance.now() - t0) / 1000;
+      const problems: string[] = [];
+      const before = await stateOf(skuId);
+      if ((before.ordersByState.pending_payment ?? 0) !== n || before.events !== 0) problems.push(`before: ${JSON.stringify(before)}`);
+
+      const baseline = await measured('baseline', { url: `http://127.0.0.1:${barePort}${path}`, requests: genuine, headers: spec.headers, connections: CONNECTIONS, seconds: baselineSeconds, expect: OK });
+      if (Object.keys(baseline.unexpected).length || baseline.errors || baseline.timeouts) problems.push(`baseline: ${JSON.stringify({ unexpected: baseline.unexpected, errors: baseline.errors, timeouts: baseline.timeouts })}`);
+
+      const url = `${base}${path}`;
+      const fresh = await measured('fresh', { url, requests: genuine, headers: spec.headers, connections: CONNECTIONS, amount: n, expect: OK });
+      problems.push(...checkLoad('fresh', fresh, n, OK));
+      const application = await applicationOf(skuId, await drained());
+      const afterFresh = await stateOf(skuId);
+      problems.push(...checkPaid(afterFresh, n).map((p) => `after the notifications: ${p}`));
+
+      const duplicate = await measured('duplicate', { url, requests: genuine, headers: spec.headers, connections: CONNECTIONS, amount: n, expect: OK });
+      problems.push(...checkLoad('duplicates', duplicate, n, OK));
+      await drained();
+      const afterDuplicates = await stateOf(skuId);
+      problems.push(...checkPaid(afterDuplicates, n).map((p) => `after the duplicates: ${p}`));
+
+      const forgedRun = await measured('forged', { url, requests: forged, headers: spec.headers, connections: CONNECTIONS, amount: n, expect: spec.refused });
+      problems.push(...checkLoad('forged', forgedRun, n, spec.refused));
+      await drained();
+      const afterForged = await stateOf(skuId);
+      if (JSON.stringify(afterForged) !== JSON.stringify(afterDuplicates)) problems.push(`the forged bodies changed something: ${JSON.stringify(afterForged)}`);
+
+      return { results: { baseline, fresh, duplicate, forged: forgedRun }, application, problems, prepareSeconds };
+    }
+
+    // Warm-up: JIT, statement caches and page cache on every path, then forget its figures.
+    const warm = await round(`${spec.provider}-bench-warmup`, Math.max(CONNECTIONS, Math.min(500, ORDERS)), 1);
+    if (warm.problems.length) log(`warm-up problems: ${warm.problems.join('; ')}`);
+    serverTimes.clear();
+    for (const s of SERIES) {
+      loopDelays[s] = [];
+      busyPerRequest[s] = [];
+    }
+
+    const rounds: Round[] = [];
+    for (let i = 1; i <= ROUNDS; i++) {
+      roundNo = i;
+      const r = await round(`${spec.provider}-bench-${i}`, ORDERS, SECONDS);
+      rounds.push(r);
+      const f = (x: LoadResult) => `${x.rps.toFixed(0)}/s p50 ${x.p50} p99 ${x.p99} ms`;
+      const busy = (s: Series) => `${Math.round(busyPerRequest[s].at(-1) ?? 0)} µs CPU/req`;
+      log(
+        `round ${i} (prepared ${ORDERS} orders in ${r.prepareSeconds.toFixed(1)} s): bare ${f(r.results.baseline)} ${busy('baseline')}; ` +
+          `fresh ${f(r.results.fresh)} ${busy('fresh')} (${((r.results.fresh.rps / r.results.baseline.rps) * 100).toFixed(1)} %), all applied ${r.application.drainSeconds.toFixed(2)} s after the last OK, OK→applied p50 ${r.application.lagMs.p50} p99 ${r.application.lagMs.p99} ms, ≥ ${r.application.batches} inserts; ` +
+          `duplicates ${f(r.results.duplicate)} ${busy('duplicate')}; forged ${f(r.results.forged)} ${busy('forged')}; ${r.problems.length ? `PROBLEMS: ${r.problems.join('; ')}` : 'all checks passed'}`,
+      );
+    }
+
+    profiler?.disconnect();
+    await app.close();
+    await bare.close();
+    await rt.close();
+
+    const pick = (s: Series, f: (r: LoadResult) => number) => median(rounds.map((r) => f(r.results[s])));
+    const series = Object.fromEntries(
+      SERIES.map((s) => [
+        s,
+        {
+          rps: Math.round(pick(s, (r) => r.rps)),
+          rpsRange: [Math.round(Math.min(...rounds.map((r) => r.results[s].rps))), Math.round(Math.max(...rounds.map((r) => r.results[s].rps)))],
+          p50: Number(pick(s, (r) => r.p50).toFixed(2)),
+          p99: Number(pick(s, (r) => r.p99).toFixed(2)),
+          max: Number(Math.max(...rounds.map((r) => r.results[s].max)).toFixed(1)),
+          perRound: rounds.map((r) => Math.round(r.results[s].rps)),
+          ratio: s === 'baseline' ? 1 : Number((pick(s, (r) => r.rps) / pick('baseline', (r) => r.rps)).toFixed(4)),
+          ratioPerRoundMedian: s === 'baseline' ? 1 : Number(median(rounds.map((r) => r.results[s].rps / r.results.baseline.rps)).toFixed(4)),
+          serverSideMs: s === 'baseline' ? undefined : { p50: Number(pct(serverTimes.get(s) ?? [], 50).toFixed(2)), p99: Number(pct(serverTimes.get(s) ?? [], 99).toFixed(2)) },
+          busyUsPerRequest: Math.round(median(busyPerRequest[s])),
+          eventLoopDelayMs: { p50: Number(median(loopDelays[s].map((d) => d.p50)).toFixed(1)), p99: Number(median(loopDelays[s].map((d) => d.p99)).toFixed(1)), max: Number(Math.max(...loopDelays[s].map((d) => d.max)).toFixed(1)) },
+        },
+      ]),
+    ) as Record<Series, { rps: number; rpsRange: number[]; p50: number; p99: number; max: number; perRound: number[]; ratio: number; ratioPerRoundMedian: number; serverSideMs?: { p50: number; p99: number }; busyUsPerRequest: number; eventLoopDelayMs: { p50: number; p99: number; max: number } }>;
+    const application = {
+      drainSeconds: median(rounds.map((r) => r.application.drainSeconds)),
+      drainSecondsRange: [Math.min(...rounds.map((r) => r.application.drainSeconds)), Math.max(...rounds.map((r) => r.application.drainSeconds))],
+      lagMs: { p50: median(rounds.map((r) => r.application.lagMs.p50)), p99: median(rounds.map((r) => r.application.lagMs.p99)), max: Math.max(...rounds.map((r) => r.application.lagMs.max)) },
+      appliedPerSecond: Math.round(median(rounds.map((r) => ORDERS / (r.results.fresh.seconds + r.application.drainSeconds)))),
+      rowsPerInsertAtMost: Number(median(rounds.map((r) => ORDERS / r.application.batches)).toFixed(1)),
+    };
+
+    const summary = {
+      bench: spec.name,
+      engine,
+      engineVersion,
+      node: process.version,
+      cpu: cpuModel,
+      cpus: availableParallelism(),
+      loadavg: { start: loadAtStart, end: loadavg().map((x) => Number(x.toFixed(2))) },
+      orders: ORDERS,
+      connections: CONNECTIONS,
+      baselineSeconds: SECONDS,
+      rounds: ROUNDS,
+      bodyBytes: Math.round(bareBytes / Math.max(1, rounds.reduce((a, r) => a + r.results.baseline.responses, warm.results.baseline.responses))),
+      goal: GOAL,
+      goalMet: series.fresh.ratio >= GOAL,
+      series,
+      application,
+      checksPassed: rounds.every((r) => r.problems.length === 0),
+      problems: rounds.flatMap((r, i) => r.problems.map((p) => `round ${i + 1}: ${p}`)),
+    };
+
+    const label: Record<Series, string> = {
+      baseline: `bare Fastify POST (raw body, ${spec.ok.body})`,
+      fresh: 'store: fresh notifications (recorded, answered)',
+      duplicate: 'store: duplicates (verify, insert ignored)',
+      forged: `store: forged signature (verify, ${spec.refused.status})`,
+    };
+    const rows = [['load', 'req/s (median)', 'min – max', 'share of bare', 'p50 ms', 'p99 ms', 'server p50/p99 ms', 'CPU µs/req']];
+    for (const s of SERIES) {
+      const v = series[s];
+      rows.push([label[s], String(v.rps), `${v.rpsRange[0]} – ${v.rpsRange[1]}`, s === 'baseline' ? '' : `${(v.ratio * 100).toFixed(1)} %`, String(v.p50), String(v.p99), v.serverSideMs ? `${v.serverSideMs.p50} / ${v.serverSideMs.p99}` : '', String(v.busyUsPerRequest)]);
+    }
+    const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+    console.log(`\n${spec.title} — ${engineVersion}, Node ${process.version}, ${cpuModel} × ${availableParallelism()}: ${ORDERS} per round, ${CONNECTIONS} connections, ${ROUNDS} rounds (baseline ${SECONDS} s)`);
+    for (const r of rows) console.log(r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  '));
+    console.log(`event-loop delay during the store's loads (median of rounds p50/p99, max): ${SERIES.filter((s) => s !== 'baseline').map((s) => `${s} ${series[s].eventLoopDelayMs.p50}/${series[s].eventLoopDelayMs.p99}, ${series[s].eventLoopDelayMs.max} ms`).join('; ')}`);
+    console.log(
+      `application (median of rounds): all ${ORDERS} applied ${application.drainSeconds.toFixed(2)} s after the last OK (${application.drainSecondsRange.map((x) => x.toFixed(2)).join(' – ')}), ` +
+        `${application.appliedPerSecond} applied/s over load + drain, OK → applied p50 ${application.lagMs.p50} ms, p99 ${application.lagMs.p99} ms, max ${application.lagMs.max} ms; ` +
+        `at most ${application.rowsPerInsertAtMost} notifications per insert on average`,
+    );
+    console.log(
+      `verified notifications/s as a share of the bare route: ${(series.fresh.ratio * 100).toFixed(1)} % (of the medians; median of per-round shares ${(series.fresh.ratioPerRoundMedian * 100).toFixed(1)} %), p99 ${series.fresh.p99} ms at ${CONNECTIONS} connections; goal ≥ ${GOAL * 100} %: ${summary.goalMet ? 'met' : 'NOT met'}`,
+    );
+    console.log(`checks (every notification answered, and per round once applied: orders paid = events applied = paid state changes = captured attempts = committed reservations = mail jobs = ${ORDERS}, none left received; duplicates and forged bodies change nothing): ${summary.checksPassed ? 'all passed' : `FAILED\n  ${summary.problems.join('\n  ')}`}`);
+    console.log(JSON.stringify(summary));
+    if (!summary.checksPassed) process.exitCode = 1;
+  } finally {
+    cleanup();
+  }
+}
