@@ -20,7 +20,10 @@
  *   3. duplicates: the same notifications again (verified, then ignored by the event's unique key);
  *   4. forged: the forged copies (refused after verification, nothing written).
  * Rates are responses over the time from the first request to the last response; latency is per
- * request from when autocannon builds it to its response (fractional ms). After each round, once the
+ * request from when autocannon builds it to its response (fractional ms). "CPU µs/req" is this
+ * thread's CPU time between the first and the last answer (/proc schedstat, sampled every 5 ms) per
+ * answer: the server's cost, which moves far less than the rates when other processes take the
+ * cores. The fresh load also counts the events applied before it ended. After each round, once the
  * inbox has applied everything, the script checks: every notification answered as expected, orders
  * paid = notifications = payment_events rows (all `applied`, one per attempt, none left `received`),
  * one order → paid state change per order, every attempt captured with its amount, stock committed
@@ -192,6 +195,15 @@ function load(job: LoadJob): Promise<LoadResult> {
 
 // ------------------------------------------------------------------ the benchmark
 
+/** CPU time at `t`, interpolated between the samples ([time, cpu ns]) around it. */
+function cpuAt(samples: [number, number][], t: number): number {
+  const i = samples.findIndex(([at]) => at >= t);
+  if (i <= 0) return samples[Math.max(0, i)]?.[1] ?? Number.NaN;
+  const [t0, c0] = samples[i - 1]!;
+  const [t1, c1] = samples[i]!;
+  return t1 === t0 ? c1 : c0 + ((c1 - c0) * (t - t0)) / (t1 - t0);
+}
+
 /**
  * CPU time of this process's main thread (the servers' thread), ns, from the scheduler's own
  * account (/proc/<pid>/task/<pid>/schedstat): unlike throughput or event-loop utilisation it does
@@ -221,6 +233,8 @@ interface Application {
   lagMs: { p50: number; p99: number; max: number };
   /** Distinct received_at values among the round's events: a lower bound of the inserts (batches) that recorded them. */
   batches: number;
+  /** Events applied before the load's end was seen here (the load generator reports a little after its last response). */
+  appliedDuringLoad: number;
 }
 
 export async function runNotificationBench(spec: GatewayBench): Promise<void> {
@@ -255,8 +269,16 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
     // Server-side time of the webhook route per series (Fastify's elapsedTime: request to response sent).
     let phase: Series | undefined;
     const serverTimes = new Map<Series, number[]>();
+    /** When this series' first and last answers left, on this thread's clock (both servers). */
+    const answered = { first: 0, last: 0, count: 0 };
+    const answer = () => {
+      const now = performance.now();
+      if (answered.count++ === 0) answered.first = now;
+      answered.last = now;
+    };
     app.addHook('onResponse', async (request, reply) => {
       if (phase && request.url === path) {
+        answer();
         let list = serverTimes.get(phase);
         if (!list) serverTimes.set(phase, (list = []));
         list.push(reply.elapsedTime);
@@ -270,6 +292,9 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
     bare.removeAllContentTypeParsers();
     bare.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: 256 * 1024 }, (_request, body, done) => done(null, body));
     let bareBytes = 0;
+    bare.addHook('onResponse', async () => {
+      if (phase) answer();
+    });
     bare.post(path, async (request, reply) => {
       bareBytes += Buffer.isBuffer(request.body) ? request.body.length : 0;
       return reply.status(spec.ok.status).type(spec.ok.contentType).send(spec.ok.body);
@@ -381,7 +406,7 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
       return (performance.now() - t0) / 1000;
     }
 
-    async function applicationOf(skuId: string, drainSeconds: number): Promise<Application> {
+    async function applicationOf(skuId: string, drainSeconds: number, loadEnd: string): Promise<Application> {
       const rows = (
         await sql<{ received_at: string; applied_at: string | null }>`
           select e.received_at, e.applied_at from payment_events e join payment_attempts a on a.id = e.attempt_id
@@ -392,11 +417,12 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
         drainSeconds: Number(drainSeconds.toFixed(3)),
         lagMs: { p50: pct(lags, 50), p99: pct(lags, 99), max: Math.max(...lags) },
         batches: new Set(rows.map((r) => r.received_at)).size,
+        appliedDuringLoad: rows.filter((r) => r.applied_at !== null && r.applied_at <= loadEnd).length,
       };
     }
 
     const loopDelays: Record<Series, { p50: number; p99: number; max: number }[]> = { baseline: [], fresh: [], duplicate: [], forged: [] };
-    /** This thread's CPU time during a load, per response, µs: what a request costs the server, however busy the machine was. */
+    /** This thread's CPU time from the first to the last answer, per answer, µs: what a request costs the server, however busy the machine was. */
     const busyPerRequest: Record<Series, number[]> = { baseline: [], fresh: [], duplicate: [], forged: [] };
     let profiler: Session | undefined;
     let roundNo = 0;
@@ -413,12 +439,17 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
       if (profiling) await profiler!.post('Profiler.start');
       phase = series;
       delay.enable();
-      const cpu0 = threadCpuNs();
+      // This thread's CPU time sampled every 5 ms, read at the first and the last answer: what
+      // happens before the first request and after the last (the inbox applying) is not counted.
+      answered.count = 0;
+      const samples: [number, number][] = [[performance.now(), threadCpuNs()]];
+      const sampler = setInterval(() => samples.push([performance.now(), threadCpuNs()]), 5);
       const r = await load(job);
-      const cpu = threadCpuNs() - cpu0;
+      clearInterval(sampler);
+      samples.push([performance.now(), threadCpuNs()]);
       delay.disable();
       phase = undefined;
-      busyPerRequest[series].push(cpu / 1000 / Math.max(1, r.responses));
+      busyPerRequest[series].push((cpuAt(samples, answered.last) - cpuAt(samples, answered.first)) / 1000 / Math.max(1, answered.count - 1));
       if (profiling) {
         const { profile } = await profiler!.post('Profiler.stop');
         writeFileSync(join(args.profile!, `${series}-round${roundNo}.cpuprofile`), JSON.stringify(profile));
@@ -448,8 +479,9 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
 
       const url = `${base}${path}`;
       const fresh = await measured('fresh', { url, requests: genuine, headers: spec.headers, connections: CONNECTIONS, amount: n, expect: OK });
+      const loadEnd = new Date().toISOString();
       problems.push(...checkLoad('fresh', fresh, n, OK));
-      const application = await applicationOf(skuId, await drained());
+      const application = await applicationOf(skuId, await drained(), loadEnd);
       const afterFresh = await stateOf(skuId);
       problems.push(...checkPaid(afterFresh, n).map((p) => `after the notifications: ${p}`));
 
@@ -486,7 +518,7 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
       const busy = (s: Series) => `${Math.round(busyPerRequest[s].at(-1) ?? 0)} µs CPU/req`;
       log(
         `round ${i} (prepared ${ORDERS} orders in ${r.prepareSeconds.toFixed(1)} s): bare ${f(r.results.baseline)} ${busy('baseline')}; ` +
-          `fresh ${f(r.results.fresh)} ${busy('fresh')} (${((r.results.fresh.rps / r.results.baseline.rps) * 100).toFixed(1)} %), all applied ${r.application.drainSeconds.toFixed(2)} s after the last OK, OK→applied p50 ${r.application.lagMs.p50} p99 ${r.application.lagMs.p99} ms, ≥ ${r.application.batches} inserts; ` +
+          `fresh ${f(r.results.fresh)} ${busy('fresh')} (${((r.results.fresh.rps / r.results.baseline.rps) * 100).toFixed(1)} %), all applied ${r.application.drainSeconds.toFixed(2)} s after the last OK, OK→applied p50 ${r.application.lagMs.p50} p99 ${r.application.lagMs.p99} ms, ≥ ${r.application.batches} inserts, ${r.application.appliedDuringLoad} applied during the load; ` +
           `duplicates ${f(r.results.duplicate)} ${busy('duplicate')}; forged ${f(r.results.forged)} ${busy('forged')}; ${r.problems.length ? `PROBLEMS: ${r.problems.join('; ')}` : 'all checks passed'}`,
       );
     }
@@ -521,6 +553,7 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
       lagMs: { p50: median(rounds.map((r) => r.application.lagMs.p50)), p99: median(rounds.map((r) => r.application.lagMs.p99)), max: Math.max(...rounds.map((r) => r.application.lagMs.max)) },
       appliedPerSecond: Math.round(median(rounds.map((r) => ORDERS / (r.results.fresh.seconds + r.application.drainSeconds)))),
       rowsPerInsertAtMost: Number(median(rounds.map((r) => ORDERS / r.application.batches)).toFixed(1)),
+      appliedDuringLoad: median(rounds.map((r) => r.application.appliedDuringLoad)),
     };
 
     const summary = {
