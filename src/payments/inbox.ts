@@ -23,7 +23,7 @@ const APPLY_BATCH = 16;
 /** While notifications keep arriving, applying takes at most this share of the time. */
 const APPLY_SHARE_UNDER_LOAD = 0.1;
 /** A burst is on while the last notification arrived less than this long ago. */
-const BURST_GAP_MS = 100;
+const BURST_GAP_MS = 20;
 /** Events applied together during a burst: fewer, so that no answer waits long behind them. */
 const BURST_APPLY_BATCH = 4;
 

@@ -89,7 +89,7 @@ export async function onlyAttempt(store: TestStore, orderId: string) {
  * once it is recorded and applied right after (record, answer, apply), so a test that looks at
  * what a notification changed waits for this first.
  */
-export async function notificationsApplied(store: TestStore, timeoutMs = 5000): Promise<void> {
+export async function notificationsApplied(store: TestStore, timeoutMs = 15_000): Promise<void> {
   await eventually(async () => {
     const waiting = await store.rt.ctx.db.selectFrom('payment_events').select('id').where('outcome', '=', 'received').execute();
     assert.deepEqual(waiting, [], 'recorded notifications not applied yet');
