@@ -1,12 +1,10 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
-import { after, before, describe, it, type TestContext } from 'node:test';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { it } from 'node:test';
+import type { Page } from 'playwright-core';
+import { describeInBrowser } from '../helpers/chromium.js';
 import { eventually } from '../helpers/eventually.js';
 import { readMails } from '../helpers/mail.js';
-import { startStore, type TestStore } from '../helpers/store.js';
 
 /*
  * A customer's account in a real Chromium: register, the verification mail read from the sandbox's
@@ -15,50 +13,15 @@ import { startStore, type TestStore } from '../helpers/store.js';
  * Chromium exists.
  */
 
-const CHROMIUM = process.env.KESSAI_CHROMIUM ?? ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
-const SHOTS = join(import.meta.dirname, '../../test-results');
-
-if (!CHROMIUM) {
-  process.stderr.write('[e2e] no Chromium found (install Debian\'s chromium or set KESSAI_CHROMIUM): browser tests not run\n');
-} else {
-  describe('customer accounts in a real browser [sqlite]', () => {
-    let store: TestStore;
-    let browser: Browser;
-    before(async () => {
-      store = await startStore('sqlite');
-      store.startWorker();
-      browser = await chromium.launch({
-        executablePath: CHROMIUM,
-        args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic', '--no-first-run'],
-      });
-    });
-    after(async () => {
-      await browser?.close();
-      await store?.close();
-    });
-
-    /** A fresh browser context per test; a screenshot is kept when the test fails. */
-    async function withPage(t: TestContext, fn: (page: Page) => Promise<void>): Promise<void> {
-      const context = await browser.newContext({ baseURL: store.url, locale: 'ja-JP' });
-      const page = await context.newPage();
-      page.setDefaultTimeout(15_000);
-      try {
-        await fn(page);
-      } catch (error) {
-        mkdirSync(SHOTS, { recursive: true });
-        await page.screenshot({ path: join(SHOTS, `${t.name.replace(/[^\w-]+/g, '_')}.png`), fullPage: true }).catch(() => {});
-        throw error;
-      } finally {
-        await context.close();
-      }
-    }
+describeInBrowser('customer accounts in a real browser [sqlite]', (suite) => {
+  const withPage = suite.withPage;
 
     /** The link to `path` in the newest mail of `template` to `to`, as the customer finds it in their mailbox. */
     async function linkFromMail(template: string, to: string, path: string): Promise<string> {
       return eventually(async () => {
-        const mail = readMails(store.dataDir).find((m) => m.name.startsWith(`${template}.`) && new RegExp(`^To: ${to}$`, 'mi').test(m.head));
+        const mail = readMails(suite.store.dataDir).find((m) => m.name.startsWith(`${template}.`) && new RegExp(`^To: ${to}$`, 'mi').test(m.head));
         assert.ok(mail, `no ${template} mail to ${to} yet`);
-        const link = new RegExp(`${store.url}${path}\\?token=[\\w-]+`).exec(mail.text)?.[0];
+        const link = new RegExp(`${suite.store.url}${path}\\?token=[\\w-]+`).exec(mail.text)?.[0];
         assert.ok(link, `no link in:\n${mail.text}`);
         return link;
       }, 10_000);
@@ -162,4 +125,3 @@ if (!CHROMIUM) {
       });
     });
   });
-}

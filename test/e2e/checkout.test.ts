@@ -1,10 +1,8 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
-import { after, before, describe, it, type TestContext } from 'node:test';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { it } from 'node:test';
+import type { Page } from 'playwright-core';
+import { describeInBrowser } from '../helpers/chromium.js';
 import { eventually } from '../helpers/eventually.js';
-import { startStore, type TestStore } from '../helpers/store.js';
 
 /*
  * The demo shop in a real Chromium: a customer orders on the shop page, pays on the gateway's page
@@ -12,43 +10,8 @@ import { startStore, type TestStore } from '../helpers/store.js';
  * Chromium exists these tests are not defined, and the run says so.
  */
 
-const CHROMIUM = process.env.KESSAI_CHROMIUM ?? ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
-const SHOTS = join(import.meta.dirname, '../../test-results');
-
-if (!CHROMIUM) {
-  process.stderr.write('[e2e] no Chromium found (install Debian\'s chromium or set KESSAI_CHROMIUM): browser tests not run\n');
-} else {
-  describe('checkout in a real browser [sqlite]', () => {
-    let store: TestStore;
-    let browser: Browser;
-    before(async () => {
-      store = await startStore('sqlite');
-      store.startWorker();
-      browser = await chromium.launch({
-        executablePath: CHROMIUM,
-        args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic', '--no-first-run'],
-      });
-    });
-    after(async () => {
-      await browser?.close();
-      await store?.close();
-    });
-
-    /** A fresh browser context per test; a screenshot is kept when the test fails. */
-    async function withPage(t: TestContext, fn: (page: Page) => Promise<void>): Promise<void> {
-      const context = await browser.newContext({ baseURL: store.url, locale: 'ja-JP' });
-      const page = await context.newPage();
-      page.setDefaultTimeout(15_000);
-      try {
-        await fn(page);
-      } catch (error) {
-        mkdirSync(SHOTS, { recursive: true });
-        await page.screenshot({ path: join(SHOTS, `${t.name.replace(/[^\w-]+/g, '_')}.png`), fullPage: true }).catch(() => {});
-        throw error;
-      } finally {
-        await context.close();
-      }
-    }
+describeInBrowser('checkout in a real browser [sqlite]', (suite) => {
+  const withPage = suite.withPage;
 
     async function order(page: Page, sku: string, provider: string): Promise<void> {
       await page.goto('/');
@@ -176,4 +139,3 @@ if (!CHROMIUM) {
       });
     });
   });
-}
