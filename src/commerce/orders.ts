@@ -311,7 +311,7 @@ export interface OrderChange {
  * Writes an order's new state and carries out its effects inside the caller's transaction: stock
  * moves now (they are database rows), anything that talks to the outside world goes to the outbox.
  */
-export async function applyOrderChange(tx: Tx, order: Order, next: OrderChange, effects: readonly OrderEffect[], cause: string): Promise<void> {
+export async function applyOrderChange(tx: Tx, order: Order, next: OrderChange, effects: readonly OrderEffect[], cause: string): Promise<OrderState> {
   const at = nowIso();
   // Serial codes first: an order that cannot get all its codes is held, not fulfilled (serial-codes.ts).
   const short = effects.includes('fulfil') ? await allocateSerialCodes(tx, order) : [];
@@ -370,6 +370,7 @@ export async function applyOrderChange(tx: Tx, order: Order, next: OrderChange, 
         .execute();
     }
   }
+  return next.state;
 }
 
 export interface CustomerOrderView {

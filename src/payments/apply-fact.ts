@@ -248,11 +248,13 @@ async function settle(ctx: Context, tx: Tx, event: EventRow, recorded: boolean, 
     // The money came through an earlier attempt: that attempt is now the order's payment.
     await tx.updateTable('orders').set({ current_attempt_id: attempt.id }).where('id', '=', order.id).execute();
   }
+  // The state written can differ from the decision's: a paid order short of serial codes is held.
+  let orderState = d.order.state;
   if (d.orderChanged || d.effects.length > 0) {
     const held = d.outcome === 'conflict' || d.outcome === 'amount_mismatch';
-    await applyOrderChange(tx, order, { ...d.order, holdReason: held ? d.note : undefined }, d.effects, cause);
+    orderState = await applyOrderChange(tx, order, { ...d.order, holdReason: held ? d.note : undefined }, d.effects, cause);
   }
-  return { outcome: d.outcome, orderId: order.id, orderState: d.order.state, paymentState: d.payment.state, note: d.note };
+  return { outcome: d.outcome, orderId: order.id, orderState, paymentState: d.payment.state, note: d.note };
 }
 
 function findEvent(db: Db | Tx, shopId: string, provider: string, eventKey: string) {

@@ -18,6 +18,7 @@ import { importSerialCodes, jstDate, type ImportSummary } from '../../src/commer
 import { encodeSjis } from '../../src/gateways/common/sjis.js';
 import { CsvReader } from '../../src/integrations/chekicha/csv.js';
 import { parseDate, type Rejection } from '../../src/integrations/chekicha/import.js';
+import { applyFact } from '../../src/payments/apply-fact.js';
 import { DEFAULT_ZIP_LIMITS, type ZipLimits } from '../../src/integrations/chekicha/zip.js';
 import { forEachEngine } from '../helpers/db.js';
 import { eventually } from '../helpers/eventually.js';
@@ -533,6 +534,22 @@ forEachEngine('serial-code allocation', (engine) => {
       const mail = readMails(store.dataDir).find((m) => m.name.startsWith(`order_paid.${order.number}.`));
       assert.ok(mail && mail.text.includes(first) && mail.text.includes(second));
     }, 10_000);
+  });
+
+  it('a capture applied to an order short of codes reports the order held, not paid', async () => {
+    const product = await serialProduct(store);
+    await importRows(store, product, [{ code: newCode() }]);
+    const order = await placeOrder(store, product, 2);
+    const attempt = await store.rt.ctx.db
+      .selectFrom('payment_attempts')
+      .innerJoin('orders', 'orders.id', 'payment_attempts.order_id')
+      .select(['payment_attempts.merchant_ref', 'orders.total'])
+      .where('orders.id', '=', order.orderId)
+      .executeTakeFirstOrThrow();
+    const result = await applyFact(store.rt.ctx, 'default', 'testpay', { eventKey: `held-${order.number}`, merchantRef: attempt.merchant_ref, fact: { type: 'captured', amount: attempt.total }, payload: {} }, 'operation');
+    assert.equal(result.outcome, 'applied');
+    assert.equal(result.orderState, 'on_hold');
+    assert.equal((await view(store, order.token)).state, 'on_hold');
   });
 
   it('a held order cancelled before delivery gives its codes back', async () => {
