@@ -1,7 +1,8 @@
 import type { FastifyInstance } from 'fastify';
 import { accountJobKinds } from './accounts/jobs.js';
 import { CHART_SCHEDULE, chartJobKinds } from './commerce/chart-jobs.js';
-import { atoneSandboxKeys, DEFAULT_SHOP_ID, komojuSandboxKeys, SBPS_SANDBOX_MERCHANT, sandboxSecret } from './commerce/shops.js';
+import { chekichaLinkJob } from './commerce/chekicha-link.js';
+import { atoneSandboxKeys, CHEKICHA_SANDBOX_PARTNER, DEFAULT_SHOP_ID, komojuSandboxKeys, SBPS_SANDBOX_MERCHANT, sandboxSecret } from './commerce/shops.js';
 import type { Config } from './config.js';
 import type { Context } from './context.js';
 import { migrateToLatest, openDatabase } from './db/index.js';
@@ -21,6 +22,7 @@ import type { Payments } from './payments/service.js';
 import { sbpsProvider } from './payments/sbps.js';
 import { testpayProvider } from './payments/testpay.js';
 import { atoneSandbox } from './sandbox/atone.js';
+import { chekichaSandbox } from './sandbox/chekicha.js';
 import { geocoderSandbox } from './sandbox/geocoder.js';
 import { komojuSandbox } from './sandbox/komoju.js';
 import { sbpsSandbox } from './sandbox/sbps.js';
@@ -66,6 +68,7 @@ export async function createRuntime(config: Config, opts: { logDestination?: Nod
   jobs.register(settleJobKind(payments));
   for (const kind of accountJobKinds(ctx)) jobs.register(kind);
   for (const kind of chartJobKinds(mailer)) jobs.register(kind);
+  jobs.register(chekichaLinkJob);
 
   return {
     ctx,
@@ -99,6 +102,7 @@ export function sandboxPlugins(config: Config, log: Runtime['ctx']['log']): ((ap
       const atoneHooks = { member: `${config.publicUrl}/webhooks/atone/${DEFAULT_SHOP_ID}/member`, order: `${config.publicUrl}/webhooks/atone/${DEFAULT_SHOP_ID}/order` };
       await app.register(atoneSandbox({ shops: [{ ...atone, webhookUrls: atoneHooks, name: 'kessai demo' }], log }), { prefix: '/sandbox/atone' });
       await app.register(geocoderSandbox({ apiKey: sandboxSecret(config, 'geocoder') }), { prefix: '/sandbox/geocoder' });
+      await app.register(chekichaSandbox({ partners: [{ partnerId: CHEKICHA_SANDBOX_PARTNER, apiKey: sandboxSecret(config, 'chekicha') }], log }), { prefix: '/sandbox/chekicha' });
     },
   ];
 }

@@ -35,6 +35,6 @@ export async function seedDemo(ctx: Context): Promise<string[]> {
     const added = await addDemoCodes(ctx, DEFAULT_SHOP_ID, product.code, product.stock);
     if (added > 0) done.push(`${added} serial codes for ${product.code}`);
   }
-  if (ctx.config.sandbox) await setShopSettings(ctx, DEFAULT_SHOP_ID, { 'testpay.enabled': 'true', 'sbps.enabled': 'true', 'komoju.enabled': 'true', 'atone.enabled': 'true' });
+  if (ctx.config.sandbox) await setShopSettings(ctx, DEFAULT_SHOP_ID, { 'testpay.enabled': 'true', 'sbps.enabled': 'true', 'komoju.enabled': 'true', 'atone.enabled': 'true', 'chekicha.enabled': 'true' });
   return done;
 }

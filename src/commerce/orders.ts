@@ -7,6 +7,7 @@ import type { Order } from '../db/schema.js';
 import { KessaiError, notFound, parseInput, type FieldProblem, invalid } from '../errors.js';
 import { newId, newSecret, nowIso, random } from '../ids.js';
 import { enqueue } from '../jobs/outbox.js';
+import { linkAfterPurchase } from './chekicha-link.js';
 import { applyOrderEvent, type OrderSnapshot } from './decide.js';
 import type { OrderEffect, OrderEvent, OrderState } from './order-machine.js';
 import { allocateSerialCodes, holdForMissingCodes, orderSerialCodes, releaseUndeliveredCodes, type SerialCodeView } from './serial-codes.js';
@@ -338,6 +339,8 @@ export async function applyOrderChange(tx: Tx, order: Order, next: OrderChange, 
   }
   // Tickets are rows, so they are issued with the payment; once the money is back they admit no one.
   if (effects.includes('fulfil')) await issueTickets(tx, order);
+  // Chekicha hears of it through the outbox: its outage must never roll back or delay the payment.
+  if (effects.includes('fulfil')) await linkAfterPurchase(tx, order);
   if (order.fulfilled === 1 && (next.state === 'refunded' || next.state === 'cancelled')) await voidTickets(tx, order.id);
   // A gateway that confirms the sale on shipment (atone's 売上確定) hears of it through the outbox.
   if (next.state === 'shipped' && order.state !== 'shipped') await enqueue(tx, { kind: 'payment.settle', payload: { orderId: order.id }, dedupeKey: `payment.settle:${order.id}` });

@@ -2,9 +2,11 @@ import { createHmac } from 'node:crypto';
 import { z } from 'zod';
 import type { Config, LEGACY_SHOP_ENV_KEYS } from '../config.js';
 import type { Context } from '../context.js';
+import type { Db, Tx } from '../db/index.js';
 import type { Shop } from '../db/schema.js';
 import { KessaiError, invalid, notFound, parseInput, type FieldProblem } from '../errors.js';
 import { nowIso } from '../ids.js';
+import { CHEKICHA_DEFAULT_API_URL } from '../integrations/chekicha/connect.js';
 import { CHART_SETTINGS } from './chart-settings.js';
 import { mask, open, seal } from './secrets.js';
 
@@ -65,11 +67,18 @@ export const SHOP_SETTINGS: readonly SettingDef[] = [
   { key: 'postcode.provider', description: 'where postcodes are looked up: japanpost (Japan Post data shipped with kessai, no network) or google (Geocoding API, Japan Post data when it fails)', secret: false, kind: 'string', check: z.enum(['japanpost', 'google'], { error: 'must be japanpost or google' }), fallback: () => 'japanpost' },
   { key: 'google.mapsApiKey', description: 'Google Geocoding API key (for postcode.provider=google)', secret: true, kind: 'string', check: secret, env: 'GOOGLE_MAPS_API_KEY', fallback: sandboxOnly((c) => sandboxSecret(c, 'geocoder')) },
   { key: 'google.geocodingUrl', description: 'Google Geocoding API URL', secret: false, kind: 'string', check: url, fallback: (c) => (c.sandbox ? `${c.publicUrl}/sandbox/geocoder/maps/api/geocode/json` : 'https://maps.googleapis.com/maps/api/geocode/json') },
+  { key: 'chekicha.enabled', description: "Link members' Chekicha accounts after a serial-code purchase, and offer the link on the my page", secret: false, kind: 'boolean', check: bool, fallback: () => false },
+  { key: 'chekicha.apiUrl', description: 'Chekicha API base URL (production https://api.ckc.utaten.com, test https://develop.api.ckc.utaten.com)', secret: false, kind: 'string', check: url, fallback: (c) => (c.sandbox ? `${c.publicUrl}/sandbox/chekicha` : CHEKICHA_DEFAULT_API_URL) },
+  { key: 'chekicha.apiKey', description: 'Chekicha API key (sent as Authorization: Bearer)', secret: true, kind: 'string', check: secret, fallback: sandboxOnly((c) => sandboxSecret(c, 'chekicha')) },
+  { key: 'chekicha.partnerId', description: "the shop's partner id at Chekicha (partner_id)", secret: false, kind: 'string', check: text(/^[\w.-]{1,64}$/, 'must be 1–64 letters, digits, _, . or -'), fallback: sandboxOnly(() => CHEKICHA_SANDBOX_PARTNER) },
   ...CHART_SETTINGS,
 ];
 
 /** The one merchant the sandbox's SBPS knows; its keys are derived like every sandbox secret. */
 export const SBPS_SANDBOX_MERCHANT = { merchantId: '30132', serviceId: '001' } as const;
+
+/** The one partner the sandbox's Chekicha knows; its API key is derived like every sandbox secret. */
+export const CHEKICHA_SANDBOX_PARTNER = 'kessai-sandbox';
 
 /** A fallback that applies only while the sandbox is on: production never gets a made-up credential. */
 function sandboxOnly(value: (c: Config) => string): (c: Config) => string | undefined {
@@ -270,4 +279,17 @@ export async function describeShop(ctx: Context, id: string): Promise<{ id: stri
     DEFS.get(view.key)!.secret && typeof view.value === 'string' ? { ...view, value: mask(view.value) } : view,
   );
   return { id, name: stored.name, settings };
+}
+
+/**
+ * Whether the shop itself switched on a flag that is off by default, read through the caller's
+ * transaction: a payment's transaction decides on its side effects without a second connection
+ * (SQLite has one, which that transaction holds). Only the shop's own value counts, so this is for
+ * flags whose fallback is false whatever the configuration (`chekicha.enabled`).
+ */
+export async function shopSwitchedOn(db: Db | Tx, shopId: string, key: string): Promise<boolean> {
+  const def = DEFS.get(key);
+  if (def?.kind !== 'boolean' || def.secret || def.env) throw new Error(`${key} is not a plain boolean shop setting`);
+  const row = await db.selectFrom('shops').select('settings').where('id', '=', shopId).executeTakeFirst();
+  return row !== undefined && (JSON.parse(row.settings) as ShopSettings)[key] === true;
 }

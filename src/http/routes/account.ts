@@ -14,7 +14,8 @@ import {
   type ConfirmOutcome,
 } from '../../accounts/service.js';
 import { endSession } from '../../accounts/sessions.js';
-import { DEFAULT_SHOP_ID } from '../../commerce/shops.js';
+import { chekichaLinkState, requestChekichaLink } from '../../commerce/chekicha-link.js';
+import { DEFAULT_SHOP_ID, getShopSettings } from '../../commerce/shops.js';
 import { KessaiError } from '../../errors.js';
 import type { Payments } from '../../payments/service.js';
 import { cookieSettings, currentCustomer, page, rotateFrontCookies } from '../front.js';
@@ -302,7 +303,21 @@ export function accountRoutes(p: Payments): FastifyPluginAsync {
       if (!me) return reply;
       const orders = await customerOrders(ctx, me.customerId);
       const linked = await ctx.db.selectFrom('customer_links').select(['party', 'linked_at']).where('customer_id', '=', me.customerId).execute();
-      return page(reply, 'account/mypage', { title: 'マイページ / My page', orders, limit: MY_PAGE_ORDERS, stateLabels: STATE_LABELS, linked: Object.fromEntries(linked.map((l) => [l.party, l.linked_at])) });
+      const chekicha = (await chekichaOn(me.shopId)) ? await chekichaLinkState(ctx, me.customerId) : null;
+      return page(reply, 'account/mypage', { title: 'マイページ / My page', orders, limit: MY_PAGE_ORDERS, stateLabels: STATE_LABELS, linked: Object.fromEntries(linked.map((l) => [l.party, l.linked_at])), chekicha });
+    });
+
+    const chekichaOn = async (shopId: string) => (await getShopSettings(ctx, shopId))['chekicha.enabled'] === true;
+
+    // The link is made by an outbox job: the page comes back at once and says it is in progress.
+    app.post('/account/chekicha', hide, async (request, reply) => {
+      const me = await loggedIn(request, reply);
+      if (!me) return reply;
+      if (!(await chekichaOn(me.shopId))) {
+        return message(reply, { title: 'ご利用いただけません / Not available', lines: ['このショップでは Chekicha 連携を行っていません。/ This shop does not link Chekicha accounts.'], links: [['/account', 'マイページ / My page']] }, 404);
+      }
+      await requestChekichaLink(ctx, me.customerId);
+      return reply.redirect('/account', 303);
     });
   };
 }
