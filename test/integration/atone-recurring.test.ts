@@ -189,13 +189,12 @@ forEachEngine('atone order edits', (engine) => {
     const { transactionId } = await payWithAtone(store, placed);
     await setAtoneFaults(store, { decline: true });
     assert.equal((await admin(store, 'POST', `/orders/${placed.orderId}/edit`, { lines: [{ sku: a, quantity: 1 }] })).status, 200);
-    const { attempt, details } = await eventually(async () => {
+    const { attempt } = await eventually(async () => {
       const now = await attemptOf(store, placed.orderId);
       assert.match(String(now.details.updateFailed), /atone declined the update/);
       return now;
     }, 10_000);
     assert.deepEqual([attempt.gateway_ref, attempt.amount], [transactionId, 2400], 'the authorized transaction stands as it was');
-    assert.ok(details.updateFailed);
     assert.equal((await attemptOf(store, placed.orderId)).order.total, 1200);
     const alerts = (await (await admin(store, 'GET', '/alerts')).json()) as { alerts: { kind: string; message: string }[] };
     assert.ok(alerts.alerts.some((x) => x.kind === 'job_dead' && /payment\.update/.test(x.message) && /declined the update/.test(x.message)), JSON.stringify(alerts));
