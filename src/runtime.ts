@@ -16,6 +16,8 @@ import { NotificationInbox } from './payments/inbox.js';
 import { paymentJobKinds } from './payments/jobs.js';
 import { atoneProvider } from './payments/atone.js';
 import { settleJobKind } from './payments/claims.js';
+import { editJobKinds } from './payments/edits.js';
+import { subscriptionJobKinds } from './payments/subscriptions.js';
 import { komojuProvider } from './payments/komoju.js';
 import { ProviderRegistry } from './payments/provider.js';
 import type { Payments } from './payments/service.js';
@@ -35,6 +37,7 @@ export const SCHEDULES: Schedule[] = [
   { name: 'apply-received-notifications', cron: '* * * * *', kind: 'payments.apply-received' },
   { name: 'sweep-accounts', cron: '17 * * * *', kind: 'accounts.sweep' },
   CHART_SCHEDULE,
+  { name: 'renew-subscriptions', cron: '0 6 * * *', kind: 'subscriptions.renew' },
 ];
 
 export interface Runtime {
@@ -66,6 +69,7 @@ export async function createRuntime(config: Config, opts: { logDestination?: Nod
   const jobs = new JobRegistry();
   for (const kind of paymentJobKinds(payments, mailer)) jobs.register(kind);
   jobs.register(settleJobKind(payments));
+  for (const kind of [...editJobKinds(payments), ...subscriptionJobKinds(payments)]) jobs.register(kind);
   for (const kind of accountJobKinds(ctx)) jobs.register(kind);
   for (const kind of chartJobKinds(mailer)) jobs.register(kind);
   jobs.register(chekichaLinkJob);

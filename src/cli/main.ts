@@ -9,6 +9,8 @@ import { importSerials } from './import-serials.js';
 import { addChartCommands } from './charts.js';
 import { findOrder, listOrders, OPERATOR_EVENTS, operatorEvent, orderHistory, orderView, type OperatorEvent } from '../commerce/orders.js';
 import { requestOperation } from '../payments/service.js';
+import { editOrder } from '../payments/edits.js';
+import { cancelSubscription, listSubscriptions } from '../commerce/subscriptions.js';
 import { createShop, describeShop, listShops, setShopSettings } from '../commerce/shops.js';
 import { ConfigError, loadConfig, readDotEnv, type Config } from '../config.js';
 import { migrateDown, migrateToLatest, migrationStatus, openDatabase } from '../db/index.js';
@@ -317,6 +319,42 @@ export function program(): Command {
         if (!(OPERATOR_EVENTS as readonly string[]).includes(event)) throw new KessaiError('invalid_input', `event must be one of ${OPERATOR_EVENTS.join(', ')}`);
         const order = await operatorEvent(rt.ctx, ref, event as OperatorEvent, 'operator (cli)');
         print(`${order.number}: ${order.state}`);
+      }),
+    );
+
+  orders
+    .command('edit <order> <sku=quantity...>')
+    .description('make a paid, unshipped order smaller (0 removes a line); atone is updated, other gateways refund the difference')
+    .action((ref: string, pairs: string[]) =>
+      withRuntime(async (rt) => {
+        const lines = pairs.map((pair) => {
+          const [sku = '', quantity = ''] = pair.split('=');
+          return { sku, quantity: /^\d+$/.test(quantity) ? Number(quantity) : Number.NaN };
+        });
+        const { order, changed, difference } = await editOrder(rt.payments, ref, { lines }, 'operator (cli)');
+        print(changed ? `${order.number}: total ${order.total}円 (${difference}円 less)` : `${order.number}: unchanged`);
+      }),
+    );
+
+  const subscriptions = cli.command('subscription').description('recurring purchases');
+  subscriptions
+    .command('list')
+    .description('subscriptions, newest first')
+    .option('--shop <shop>', 'only this shop')
+    .option('--state <state>', 'active or cancelled')
+    .action((opts: { shop?: string; state?: string }) =>
+      withRuntime(async (rt) => {
+        const rows = await listSubscriptions(rt.ctx, opts);
+        print(rows.map((s) => `${s.id}\t${s.state}\t${s.email}\t${s.sku} ×${s.quantity}\tevery ${s.intervalMonths} month(s)\tnext ${s.nextDate}`).join('\n') || 'no subscriptions');
+      }),
+    );
+  subscriptions
+    .command('cancel <id>')
+    .description('end a subscription: no further renewal orders')
+    .action((id: string) =>
+      withRuntime(async (rt) => {
+        const sub = await cancelSubscription(rt.ctx, id, 'operator (cli)');
+        print(`${sub.id}: ${sub.state}`);
       }),
     );
 

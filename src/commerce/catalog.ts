@@ -36,6 +36,14 @@ export const productInput = z.strictObject({
   stock: z.number().int({ error: 'must be a whole number' }).min(0).max(10_000_000),
   /** serial_code products: what Chekicha's rows must name; with it, codes come from kessai's pool (serial-codes.ts). */
   serial: serialSpecInput.optional(),
+  /** Sold as a subscription: a member's paid order is renewed every this many months (atone only). */
+  recurringIntervalMonths: z
+    .number({ error: 'must be a number of months' })
+    .int({ error: 'must be whole months' })
+    .min(1, { error: 'must be at least 1 month' })
+    .max(12, { error: 'must be at most 12 months' })
+    .nullable()
+    .default(null),
 });
 export type ProductInput = z.input<typeof productInput>;
 
@@ -46,6 +54,9 @@ export async function createProduct(ctx: Context, shopId: string, input: Product
     throw new KessaiError('invalid_input', 'invalid input: janCode: a chart-eligible product needs a JAN code', 400, [
       { field: 'janCode', reason: 'a chart-eligible product needs a JAN code' },
     ]);
+  }
+  if (p.recurringIntervalMonths !== null && p.kind === 'ticket') {
+    throw new KessaiError('invalid_input', 'invalid input: recurringIntervalMonths: a ticket admits to one event and is not renewed', 400, [{ field: 'recurringIntervalMonths', reason: 'a ticket admits to one event and is not renewed' }]);
   }
   if (p.serial && p.kind !== 'serial_code') {
     throw new KessaiError('invalid_input', 'invalid input: serial: only a serial_code product has a serial-code spec', 400, [{ field: 'serial', reason: 'only a serial_code product has a serial-code spec' }]);
@@ -77,6 +88,7 @@ export async function createProduct(ctx: Context, shopId: string, input: Product
         tax_rate: p.taxRate,
         active: 1,
         created_at: now,
+        recurring_interval_months: p.recurringIntervalMonths,
       })
       .execute();
     await tx
@@ -98,6 +110,8 @@ export interface CatalogItem {
   taxRate: number;
   price: number;
   available: number;
+  /** Renewed every this many months (a subscription); null for a one-off product. */
+  recurringIntervalMonths: number | null;
 }
 
 function catalogQuery(ctx: Context, shopId: string) {
@@ -112,6 +126,7 @@ function catalogQuery(ctx: Context, shopId: string) {
       'products.jan_code',
       'products.chart_eligible',
       'products.tax_rate',
+      'products.recurring_interval_months',
       'skus.price',
       'skus.on_hand',
       'skus.reserved',
@@ -133,6 +148,7 @@ function toItem(r: CatalogRow): CatalogItem {
     taxRate: r.tax_rate,
     price: r.price,
     available: r.on_hand - r.reserved,
+    recurringIntervalMonths: r.recurring_interval_months,
   };
 }
 

@@ -28,6 +28,9 @@ export interface Decision {
   note: string; // human-readable why, for the audit trail
 }
 
+/** Orders whose goods are paid for: a refund that leaves enough money to pay for them changes nothing else. */
+const STILL_COVERED: ReadonlySet<OrderState> = new Set<OrderState>(['paid', 'shipped', 'completed']);
+
 /** Orders that have not received money yet: a capture on any attempt is welcome here. */
 const AWAITING_MONEY: ReadonlySet<OrderState> = new Set<OrderState>(['pending_payment', 'awaiting_payment', 'authorized']);
 
@@ -60,6 +63,12 @@ export function decide(
   if ((fact.type === 'awaiting_payment' || fact.type === 'authorized' || fact.type === 'captured') && fact.amount !== order.total) {
     return holdOrder(order, next, true, 'amount_mismatch',
       `${fact.type} amount ${fact.amount} yen differs from the order total ${order.total} yen`);
+  }
+
+  // An order an operator made smaller gets the difference back (order-edit.ts): the money kept still
+  // pays for everything the order holds, so it keeps its state and the customer hears of the refund.
+  if (fact.type === 'refunded' && STILL_COVERED.has(order.state) && next.capturedAmount - next.refundedAmount >= order.total) {
+    return { payment: next, paymentChanged: true, order, orderChanged: false, effects: ['notify_refund'], outcome: 'applied', note: `refund of ${fact.amount} yen; the ${next.capturedAmount - next.refundedAmount} yen kept pays the order's ${order.total} yen, order stays ${order.state}` };
   }
 
   const event = orderEventFor(fact, next);

@@ -12,6 +12,7 @@ import { applyOrderEvent, type OrderSnapshot } from './decide.js';
 import type { OrderEffect, OrderEvent, OrderState } from './order-machine.js';
 import { allocateSerialCodes, holdForMissingCodes, orderSerialCodes, releaseUndeliveredCodes, type SerialCodeView } from './serial-codes.js';
 import { issueTickets, orderTickets, voidTickets, type TicketView } from './tickets.js';
+import { startSubscriptions } from './subscriptions.js';
 
 export const PREFECTURES = [
   '北海道', '青森県', '岩手県', '宮城県', '秋田県', '山形県', '福島県', '茨城県', '栃木県', '群馬県', '埼玉県', '千葉県',
@@ -92,6 +93,13 @@ export function includedTax(amount: number, rate: number): number {
   return Math.floor((amount * rate) / (100 + rate));
 }
 
+/** An order's money from its lines (tax-inclusive amounts): at checkout, and again when an operator edits it. */
+export function orderTotals(lines: readonly { amount: number; taxRate: number }[], shippingFee: number): { subtotal: number; total: number; tax10: number; tax8: number } {
+  const subtotal = lines.reduce((sum, l) => sum + l.amount, 0);
+  const byRate = (rate: number) => lines.filter((l) => l.taxRate === rate).reduce((sum, l) => sum + l.amount, 0);
+  return { subtotal, total: subtotal + shippingFee, tax10: includedTax(byRate(10), 10), tax8: includedTax(byRate(8), 8) };
+}
+
 export interface CreatedOrder {
   order: Order;
   token: string;
@@ -103,7 +111,7 @@ export interface CreatedOrder {
  * one transaction. Stock is reserved with a conditional UPDATE per SKU: the database decides, so two
  * checkouts can never both take the last unit, and a failure anywhere rolls everything back.
  */
-export async function createOrder(ctx: Context, input: unknown): Promise<CreatedOrder> {
+export async function createOrder(ctx: Context, input: unknown, opts: { within?: (tx: Tx, order: Order) => Promise<void> } = {}): Promise<CreatedOrder> {
   const o = parseInput(orderInput, input);
   // One line per SKU: two lines of the same SKU must be checked against stock together.
   const wanted = new Map<string, number>();
@@ -140,11 +148,9 @@ export async function createOrder(ctx: Context, input: unknown): Promise<Created
       const s = byCode.get(code)!;
       return { sku: s, quantity, amount: s.price * quantity };
     });
-    const subtotal = lines.reduce((sum, l) => sum + l.amount, 0);
     const shippingFee = 0;
-    const total = subtotal + shippingFee;
+    const { subtotal, total, tax10, tax8 } = orderTotals(lines.map((l) => ({ amount: l.amount, taxRate: l.sku.tax_rate })), shippingFee);
     if (total > MAX_ORDER_TOTAL) throw invalid([{ field: 'lines', reason: `order total ${total} yen exceeds ${MAX_ORDER_TOTAL} yen` }]);
-    const byRate = (rate: number) => lines.filter((l) => l.sku.tax_rate === rate).reduce((sum, l) => sum + l.amount, 0);
 
     // SKU rows are locked in id order, so two checkouts of the same SKUs cannot deadlock.
     for (const l of [...lines].sort((a, b) => (a.sku.id < b.sku.id ? -1 : 1))) {
@@ -180,8 +186,8 @@ export async function createOrder(ctx: Context, input: unknown): Promise<Created
       subtotal,
       shipping_fee: shippingFee,
       total,
-      tax_10: includedTax(byRate(10), 10),
-      tax_8: includedTax(byRate(8), 8),
+      tax_10: tax10,
+      tax_8: tax8,
       current_attempt_id: attemptId,
       fulfilled: 0,
       stock_committed: 0,
@@ -211,6 +217,8 @@ export async function createOrder(ctx: Context, input: unknown): Promise<Created
     await recordChange(tx, 'order', orderId, null, 'pending_payment', 'checkout');
     // Its own job, due when the reservation ends, so stock comes back on time (the sweep is a backstop).
     await enqueue(tx, { kind: 'order.expire', payload: { orderId }, dedupeKey: `order.expire:${orderId}`, runAt: new Date(expiresAt) });
+    // What the caller records with the order, all or nothing (a subscription's renewal).
+    await opts.within?.(tx, row);
     return row;
   });
   return { order, token, attemptId };
@@ -341,6 +349,7 @@ export async function applyOrderChange(tx: Tx, order: Order, next: OrderChange, 
   if (effects.includes('fulfil')) await issueTickets(tx, order);
   // Chekicha hears of it through the outbox: its outage must never roll back or delay the payment.
   if (effects.includes('fulfil')) await linkAfterPurchase(tx, order);
+  if (effects.includes('fulfil')) await startSubscriptions(tx, order);
   if (order.fulfilled === 1 && (next.state === 'refunded' || next.state === 'cancelled')) await voidTickets(tx, order.id);
   // A gateway that confirms the sale on shipment (atone's 売上確定) hears of it through the outbox.
   if (next.state === 'shipped' && order.state !== 'shipped') await enqueue(tx, { kind: 'payment.settle', payload: { orderId: order.id }, dedupeKey: `payment.settle:${order.id}` });

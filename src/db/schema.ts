@@ -29,6 +29,8 @@ export interface ProductTable {
   tax_rate: number;
   active: number;
   created_at: string;
+  /** Sold as a subscription renewed every this many months; null for a one-off product (migration 0009). */
+  recurring_interval_months: ColumnType<number | null, number | null | undefined, number | null>;
 }
 
 export interface SkuTable {
@@ -360,6 +362,8 @@ export interface Database {
   customer_sessions: CustomerSessionTable;
   account_tokens: AccountTokenTable;
   rate_limits: RateLimitTable;
+  subscriptions: SubscriptionTable;
+  subscription_orders: SubscriptionOrderTable;
 }
 
 export type Shop = Selectable<ShopTable>;
@@ -376,3 +380,33 @@ export type Job = Selectable<JobTable>;
 export type NewJob = Insertable<JobTable>;
 export type JobUpdate = Updateable<JobTable>;
 export type ChartRun = Selectable<ChartRunTable>;
+
+/** A member's recurring purchase of one SKU (migration 0009). */
+export interface SubscriptionTable {
+  id: string;
+  shop_id: string;
+  customer_id: string;
+  sku_id: string;
+  quantity: number;
+  interval_months: number;
+  /** The gateway that charges the renewals with the member's token (atone). */
+  provider: string;
+  /** The paid order that started it. */
+  source_order_id: string;
+  /** JST calendar date (YYYY-MM-DD) of the next renewal order. */
+  next_date: string;
+  state: 'active' | 'cancelled';
+  created_at: string;
+  updated_at: string;
+  cancelled_at: string | null;
+}
+
+/** A renewal order of a subscription; one per due date (migration 0009). */
+export interface SubscriptionOrderTable {
+  subscription_id: string;
+  due_date: string;
+  order_id: string;
+  created_at: string;
+}
+
+export type Subscription = Selectable<SubscriptionTable>;

@@ -1,15 +1,18 @@
 import type { ShopSettings } from '../commerce/shops.js';
 import { StopRetrying } from '../errors.js';
 import {
+  ATONE_OPTION_RECURRING,
   atoneApi,
   AtoneApiError,
   atoneConsistencyProblems,
   AtonePaymentError,
   atoneTransactionState,
   buildAtonePayment,
+  buildAtonePaymentFields,
   parseAtoneWebhook,
   verifyAtoneWebhook,
   type AtoneApi,
+  type AtonePaymentInput,
   type AtoneTransaction,
   type AtoneWebhookChecksumScheme,
 } from '../gateways/atone/index.js';
@@ -38,6 +41,39 @@ const reply = (status: number, body: string): GatewayReply => ({ status, content
 /** The payment object's items for an order: what 取引参照 must give back, line for line. */
 function atoneLines(a: AttemptContext) {
   return a.order.lines.map((l, i) => ({ id: `line${i + 1}`, name: l.name, unitPrice: l.unitPrice, quantity: l.quantity }));
+}
+
+/**
+ * The payment object for the attempt as the order is now: for the modal, and the body of 取引更新 /
+ * 取引登録. A basket with a subscription asks the member's consent to later charges (option 1) when
+ * the shop takes recurring purchases.
+ */
+function paymentInput(a: AttemptContext): AtonePaymentInput {
+  const recurring = a.order.recurring === true && a.settings['atone.recurring'] === true;
+  return {
+    shopTransactionNo: a.attempt.merchant_ref,
+    lines: atoneLines(a),
+    customer: { customer_name: a.order.customerName, email: a.order.email },
+    salesSettled: a.settings['atone.settleMode'] === 'immediate',
+    description: a.order.number,
+    ...(recurring ? { transactionOptions: [ATONE_OPTION_RECURRING] } : {}),
+  };
+}
+
+/** What the server sends in place of the modal (取引更新 / 取引登録): no checksum, the member's token. */
+function registration(a: AttemptContext, token: string, salesSettled: boolean) {
+  try {
+    return { ...buildAtonePaymentFields({ ...paymentInput(a), salesSettled }), authentication_token: token };
+  } catch (error) {
+    if (error instanceof AtonePaymentError) throw new StopRetrying(`the order cannot be sent to atone: ${error.message}`);
+    throw error;
+  }
+}
+
+/** An answer atone will give again whatever we do: retrying cannot help, a person must look. */
+function refused(what: string, error: unknown): never {
+  if (error instanceof AtoneApiError && !error.retryable) throw new StopRetrying(`atone refused the ${what}: ${error.message}`);
+  throw error;
 }
 
 export function atoneProvider(opts: { fetchImpl?: typeof fetch; timeoutMs?: number } = {}): PaymentProvider & {
@@ -81,6 +117,8 @@ export function atoneProvider(opts: { fetchImpl?: typeof fetch; timeoutMs?: numb
 
   return {
     name: 'atone',
+    // EATN0331: amount ≥ 1 (the seed's 下限金額 1円).
+    minAmount: 1,
 
     methods(settings) {
       if (settings['atone.enabled'] !== true) return [];
@@ -89,18 +127,9 @@ export function atoneProvider(opts: { fetchImpl?: typeof fetch; timeoutMs?: numb
     },
 
     async start(a) {
-      const { settings, attempt, order } = a;
+      const { settings } = a;
       try {
-        const payment = buildAtonePayment(
-          {
-            shopTransactionNo: attempt.merchant_ref,
-            lines: atoneLines(a),
-            customer: { customer_name: order.customerName, email: order.email },
-            salesSettled: settings['atone.settleMode'] === 'immediate',
-            description: `${order.number}`,
-          },
-          { secretKey: setting(settings, 'secretKey') },
-        );
+        const payment = buildAtonePayment(paymentInput(a), { secretKey: setting(settings, 'secretKey') });
         return { action: { type: 'atone', config: { scriptUrl: setting(settings, 'scriptUrl'), pub_key: setting(settings, 'publicKey'), payment, pre_token: '' } } };
       } catch (error) {
         if (error instanceof AtonePaymentError) throw new Error(`the order cannot be sent to atone: ${error.message}`);
@@ -170,6 +199,45 @@ export function atoneProvider(opts: { fetchImpl?: typeof fetch; timeoutMs?: numb
       if (state !== 'authorized') throw new StopRetrying(`atone transaction ${t.id} is ${state}; only an authorized one is settled`);
       const settled = await api(a.settings).settle(t.id);
       return { settled: settled.sales_settled_datetime ?? 'yes' };
+    },
+
+    async update(a) {
+      const client = api(a.settings);
+      let t = await transactionOf(a);
+      if (!t) throw new StopRetrying(`atone has no transaction for ${a.attempt.merchant_ref} to update`);
+      // A run that stopped after atone answered: the transaction it made replaced ours (§2.7 pitfall 4).
+      for (let hops = 0; t.related_transaction && hops < 5; hops++) {
+        const newer: AtoneTransaction = await client.reference(t.related_transaction);
+        if (!newer.updated_transactions?.includes(t.id)) break;
+        t = newer;
+      }
+      const state = atoneTransactionState(t);
+      if (state !== 'authorized' && state !== 'settled') throw new StopRetrying(`atone transaction ${t.id} is ${state}; only an authorized one is updated`);
+      const matches = atoneConsistencyProblems(t, {
+        amount: a.order.total,
+        shop_transaction_no: a.attempt.merchant_ref,
+        items: atoneLines(a).map((l) => ({ shop_item_id: l.id, item_price: l.unitPrice, item_count: l.quantity })),
+      }).length === 0;
+      if (!matches) {
+        const token = t.authentication_token;
+        if (typeof token !== 'string' || !token) throw new StopRetrying(`atone transaction ${t.id} names no member token, which 取引更新 needs`);
+        // A sale already confirmed stays confirmed on the transaction that replaces it.
+        const next = await client.update(t.id, registration(a, token, state === 'settled')).catch((error: unknown) => refused('update (取引更新)', error));
+        if (atoneTransactionState(next) === 'declined') {
+          throw new StopRetrying(`atone declined the update (取引更新, reason ${String(next.authorization_result_ng_reason ?? 'unknown')}); ${t.id} for ${t.amount} yen stands`);
+        }
+        t = next;
+      }
+      const settled = t.sales_settled_datetime ?? (t.sales_settled === true ? 'yes' : undefined);
+      return { gatewayRef: t.id, amount: a.order.total, details: { transactionId: t.id, ...(settled ? { settled } : {}) } };
+    },
+
+    async register(a, memberToken) {
+      if (a.settings['atone.recurring'] !== true) throw new StopRetrying('the shop does not take recurring purchases with atone (atone.recurring is off)');
+      const t = await api(a.settings)
+        .register({ ...registration(a, memberToken, a.settings['atone.settleMode'] === 'immediate'), transaction_options: [ATONE_OPTION_RECURRING] })
+        .catch((error: unknown) => refused('registration (取引登録)', error));
+      return t.id;
     },
   };
 }

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { findOrderByToken } from '../commerce/orders.js';
 import { open, seal } from '../commerce/secrets.js';
-import { KessaiError, notFound } from '../errors.js';
+import { KessaiError, notFound, StopRetrying } from '../errors.js';
 import { nowIso } from '../ids.js';
 import type { JobKind } from '../jobs/registry.js';
 import type { ApplyResult, FactSource } from './apply-fact.js';
@@ -27,6 +27,9 @@ export async function claimPayment(p: Payments, attemptId: string, gatewayRef: s
   const { attempt, order } = await load(p, attemptId);
   const provider = p.providers.get(attempt.provider);
   if (!provider?.claim) throw new KessaiError('unsupported', `${attempt.provider} payments are not claimed by id`, 400);
+  // A payment the gateway replaced (atone's 取引更新) is old news: the answer is the current one's state.
+  const replaced = (JSON.parse(attempt.details) as { replacedTransactions?: string[] }).replacedTransactions ?? [];
+  if (replaced.includes(gatewayRef)) return readBack(p, attempt.id, source);
   if (attempt.gateway_ref !== null && attempt.gateway_ref !== gatewayRef) {
     throw new KessaiError('conflict', `payment attempt ${attempt.merchant_ref} already belongs to ${attempt.gateway_ref}, not ${gatewayRef}`, 409);
   }
@@ -88,6 +91,9 @@ export async function settlePayment(p: Payments, orderId: string): Promise<void>
   const provider = p.providers.get(attempt.provider);
   const details = JSON.parse(attempt.details) as Record<string, unknown>;
   if (!provider?.settle || details.settled) return;
+  // After an edit the sale is confirmed on the transaction that replaced the first (payments/edits.ts).
+  if (details.updateFailed) throw new StopRetrying(`order ${order.number} was edited but its payment could not be updated (${String(details.updateFailed)}); settle after resolving that`);
+  if (provider.update && attempt.amount !== order.total) throw new Error(`order ${order.number} was edited; waiting for its payment to be updated before the sale is confirmed`);
   const settled = await provider.settle(await attemptContext(p, attempt, order));
   await p.ctx.db.updateTable('payment_attempts').set({ details: JSON.stringify({ ...details, ...settled }), updated_at: nowIso() }).where('id', '=', attempt.id).execute();
 }

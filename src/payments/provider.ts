@@ -50,13 +50,24 @@ export type NotificationResult =
 export interface AttemptContext {
   attempt: PaymentAttempt;
   settings: ShopSettings;
-  order: { id: string; number: string; total: number; email: string; customerName: string; lines: { name: string; unitPrice: number; quantity: number }[] };
+  order: {
+    id: string;
+    number: string;
+    total: number;
+    email: string;
+    customerName: string;
+    lines: { name: string; unitPrice: number; quantity: number }[];
+    /** A line is a subscription (renewed later with the member's token, where the gateway can). */
+    recurring?: boolean;
+  };
   /** Absolute URLs on this store for the gateway to send the customer and its notifications to. */
   urls: { returnUrl: string; cancelUrl: string; notifyUrl: string };
 }
 
 export interface PaymentProvider {
   readonly name: string;
+  /** The smallest order total, in yen, the gateway takes (atone: 1); a smaller basket is not offered it. */
+  readonly minAmount?: number;
   /** Methods this provider offers with the given shop settings ([] when it is not configured). */
   methods(settings: ShopSettings): string[];
   /** Starts paying for an attempt; may call the gateway (e.g. create a session). */
@@ -81,6 +92,17 @@ export interface PaymentProvider {
   claim?(a: AttemptContext, gatewayRef: string): Promise<boolean>;
   /** Confirms the sale at the gateway when the order ships (atone's 売上確定); answers details to keep. */
   settle?(a: AttemptContext): Promise<Record<string, unknown>>;
+  /**
+   * Replaces the gateway's payment with one for the order as it is now (an operator made it smaller;
+   * atone's 取引更新). Safe to run again: a payment already matching the order is answered as it is.
+   * Without it, an edited order gets the difference refunded.
+   */
+  update?(a: AttemptContext): Promise<{ gatewayRef: string; amount: number; details: Record<string, unknown> }>;
+  /**
+   * Charges the attempt without the customer, with the member's saved token (a subscription's renewal;
+   * atone's 取引登録). Answers the gateway's payment id, to be claimed and read back. Never repeated.
+   */
+  register?(a: AttemptContext, memberToken: string): Promise<string>;
 }
 
 export class ProviderRegistry {

@@ -1,6 +1,7 @@
 import { createOrder, findOrder, lockOrder, openAttempt, orderInput, orderSnapshot, applyOrderChange } from '../commerce/orders.js';
 import { applyOrderEvent } from '../commerce/decide.js';
 import { findShopSettings, getShopSettings } from '../commerce/shops.js';
+import { RECURRING_PROVIDER } from '../commerce/subscriptions.js';
 import type { Context } from '../context.js';
 import type { Order, PaymentAttempt } from '../db/schema.js';
 import { KessaiError, invalid, notFound } from '../errors.js';
@@ -23,13 +24,57 @@ export interface Payments {
   inbox: NotificationInbox;
 }
 
-/** The providers and methods a shop currently offers, for the checkout and for validation. */
-export async function availableMethods(p: Payments, shopId: string): Promise<{ provider: string; methods: string[] }[]> {
+/** The providers and methods a shop currently offers, for the checkout and for validation; with a basket, those that can pay it. */
+export async function availableMethods(p: Payments, shopId: string, basket?: BasketLine[]): Promise<{ provider: string; methods: string[] }[]> {
   const settings = await getShopSettings(p.ctx, shopId);
+  const refusal = basket ? await basketRefusal(p, shopId, basket) : undefined;
   return p.providers
     .all()
     .map((provider) => ({ provider: provider.name, methods: provider.methods(settings) }))
-    .filter((m) => m.methods.length > 0);
+    .filter((m) => m.methods.length > 0)
+    .filter((m) => !refusal?.(m.provider));
+}
+
+export interface BasketLine {
+  sku: string;
+  quantity: number;
+}
+
+/**
+ * What a basket itself rules out, whatever the shop offers: a subscription is renewed later with the
+ * member's saved token, which only the recurring gateway can charge, and only where the shop takes
+ * recurring purchases; a gateway with a smallest amount (atone: 1 yen) takes no smaller basket.
+ * Answers, for a provider, why it cannot pay the basket (undefined: it can).
+ */
+async function basketRefusal(p: Payments, shopId: string, basket: BasketLine[]): Promise<(provider: string) => string | undefined> {
+  const settings = await getShopSettings(p.ctx, shopId);
+  const codes = [...new Set(basket.map((l) => l.sku))];
+  const skus = codes.length
+    ? await p.ctx.db
+        .selectFrom('skus')
+        .innerJoin('products', 'products.id', 'skus.product_id')
+        .select(['skus.code', 'skus.price', 'products.recurring_interval_months'])
+        .where('skus.shop_id', '=', shopId)
+        .where('skus.code', 'in', codes)
+        .execute()
+    : [];
+  const total = basket.reduce((sum, l) => sum + (skus.find((s) => s.code === l.sku)?.price ?? 0) * l.quantity, 0);
+  const recurring = skus.filter((s) => s.recurring_interval_months !== null).map((s) => `"${s.code}"`);
+  return (provider) => {
+    if (recurring.length > 0 && provider !== RECURRING_PROVIDER) {
+      return `${recurring.join(', ')} is a subscription, renewed later with the member's saved ${RECURRING_PROVIDER} payment; pay it with ${RECURRING_PROVIDER}`;
+    }
+    if (recurring.length > 0 && settings[`${provider}.recurring`] !== true) return `this shop does not take subscriptions (${provider}.recurring is off)`;
+    const min = p.providers.get(provider)?.minAmount;
+    if (min !== undefined && total < min) return `${provider} takes orders of at least ${min} yen; this one is ${total} yen`;
+    return undefined;
+  };
+}
+
+/** Refuses a payment choice that cannot pay this basket, naming why (see basketRefusal). */
+async function assertBasketPayable(p: Payments, shopId: string, provider: string, basket: BasketLine[], field: string): Promise<void> {
+  const why = (await basketRefusal(p, shopId, basket))(provider);
+  if (why) throw invalid([{ field, reason: why }]);
 }
 
 /** `prefix` is where the payment choice sits in the caller's request body, so errors name the field sent. */
@@ -46,14 +91,21 @@ async function assertPayable(p: Payments, shopId: string, payment: { provider: s
 }
 
 export async function attemptContext(p: Payments, attempt: PaymentAttempt, order: Order, token?: string): Promise<AttemptContext> {
-  const lines = await p.ctx.db.selectFrom('order_lines').select(['name', 'unit_price', 'quantity']).where('order_id', '=', order.id).orderBy('position').execute();
+  const lines = await p.ctx.db
+    .selectFrom('order_lines')
+    .innerJoin('skus', 'skus.id', 'order_lines.sku_id')
+    .innerJoin('products', 'products.id', 'skus.product_id')
+    .select(['order_lines.name', 'order_lines.unit_price', 'order_lines.quantity', 'products.recurring_interval_months'])
+    .where('order_lines.order_id', '=', order.id)
+    .orderBy('order_lines.position')
+    .execute();
   const customer = await p.ctx.db.selectFrom('customers').select('name').where('id', '=', order.customer_id).executeTakeFirstOrThrow();
   const base = p.ctx.config.publicUrl;
   const orderPage = token ? `${base}/orders/${token}` : `${base}/orders`;
   return {
     attempt,
     settings: await getShopSettings(p.ctx, attempt.shop_id),
-    order: { id: order.id, number: order.number, total: order.total, email: order.email, customerName: customer.name, lines: lines.map((l) => ({ name: l.name, unitPrice: l.unit_price, quantity: l.quantity })) },
+    order: { id: order.id, number: order.number, total: order.total, email: order.email, customerName: customer.name, lines: lines.map((l) => ({ name: l.name, unitPrice: l.unit_price, quantity: l.quantity })), recurring: lines.some((l) => l.recurring_interval_months !== null) },
     urls: {
       returnUrl: `${orderPage}/return?attempt=${attempt.id}`,
       cancelUrl: `${orderPage}/return?attempt=${attempt.id}&cancelled=1`,
@@ -85,6 +137,7 @@ export async function checkout(p: Payments, input: unknown): Promise<CheckoutRes
     if (parsed.success) {
       const shop = await p.ctx.db.selectFrom('shops').select('id').where('id', '=', parsed.data.shop).executeTakeFirst();
       if (shop) await assertPayable(p, parsed.data.shop, parsed.data.payment, 'payment.');
+      if (shop) await assertBasketPayable(p, parsed.data.shop, parsed.data.payment.provider, parsed.data.lines, 'payment.provider');
     }
     created = await createOrder(p.ctx, input);
   } catch (error) {
@@ -99,6 +152,8 @@ export async function checkout(p: Payments, input: unknown): Promise<CheckoutRes
 /** Pays again for an order that is still waiting for payment (after a decline or a cancel at the gateway). */
 export async function retryPayment(p: Payments, order: Order, token: string, payment: { provider: string; method?: string }): Promise<Omit<CheckoutResult, 'token' | 'order'>> {
   await assertPayable(p, order.shop_id, payment, '');
+  const basket = await p.ctx.db.selectFrom('order_lines').innerJoin('skus', 'skus.id', 'order_lines.sku_id').select(['skus.code as sku', 'order_lines.quantity']).where('order_lines.order_id', '=', order.id).execute();
+  await assertBasketPayable(p, order.shop_id, payment.provider, basket, 'provider');
   const attemptId = await openAttempt(p.ctx, order.id, payment);
   return startAttempt(p, attemptId, order, token);
 }

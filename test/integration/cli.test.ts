@@ -74,7 +74,7 @@ describe('kessai CLI', () => {
 
   it('seeds the demo shop once', () => {
     const env = sqliteEnv();
-    assert.match(kessai(['seed-demo'], env).out, /created: shop default, product demo-cd, product demo-serial, product demo-ticket/);
+    assert.match(kessai(['seed-demo'], env).out, /created: shop default, product demo-cd, product demo-serial, product demo-ticket, product demo-fanclub/);
     assert.match(kessai(['seed-demo'], env).out, /already present/);
   });
 
@@ -144,7 +144,7 @@ describe('kessai CLI', () => {
       const health = await fetch(`http://127.0.0.1:${port}/readyz`);
       assert.equal(health.status, 200);
       const products = (await (await fetch(`http://127.0.0.1:${port}/api/shops/default/products`)).json()) as { products: { code: string }[] };
-      assert.deepEqual(products.products.map((p) => p.code), ['demo-cd', 'demo-serial', 'demo-ticket']);
+      assert.deepEqual(products.products.map((p) => p.code), ['demo-cd', 'demo-serial', 'demo-ticket', 'demo-fanclub']);
     } finally {
       child.kill('SIGTERM');
     }

@@ -3,6 +3,9 @@ import type { FastifyPluginAsync } from 'fastify';
 import { z } from 'zod';
 import { findOrder, listOrders, OPERATOR_EVENTS, operatorEvent, orderHistory, orderView } from '../../commerce/orders.js';
 import { ORDER_STATES } from '../../commerce/order-machine.js';
+import { orderEditInput } from '../../commerce/order-edit.js';
+import { cancelSubscription, listSubscriptions } from '../../commerce/subscriptions.js';
+import { editOrder } from '../../payments/edits.js';
 import { KessaiError, parseInput } from '../../errors.js';
 import { listAlerts, listJobs, resolveAlert, retryJob } from '../../jobs/admin.js';
 import { requestOperation, type Payments } from '../../payments/service.js';
@@ -67,6 +70,21 @@ export function adminRoutes(p: Payments): FastifyPluginAsync {
       const { event } = parseInput(eventBody, request.body);
       const order = await operatorEvent(ctx, id, event, 'operator');
       return { id: order.id, number: order.number, state: order.state };
+    });
+
+    app.post('/orders/:id/edit', { schema: { tags: ['admin'], security, summary: 'Make a paid, unshipped order smaller (lower quantities, 0 removes a line); the payment is updated (atone) or the difference refunded', body: doc(orderEditInput) } }, async (request) => {
+      const { id } = parseInput(idParams, request.params);
+      const { order, changed, difference } = await editOrder(p, id, request.body, 'operator');
+      return { id: order.id, number: order.number, state: order.state, total: order.total, changed, difference };
+    });
+
+    app.get('/subscriptions', { schema: { tags: ['admin'], security, summary: 'Subscriptions (recurring purchases) with their renewal orders' } }, async (request) => {
+      return { subscriptions: await listSubscriptions(ctx, request.query) };
+    });
+    app.post('/subscriptions/:id/cancel', { schema: { tags: ['admin'], security, summary: 'End a subscription: no further renewal orders' } }, async (request) => {
+      const { id } = parseInput(idParams, request.params);
+      const sub = await cancelSubscription(ctx, id, 'operator');
+      return { id: sub.id, state: sub.state, cancelledAt: sub.cancelled_at };
     });
 
     const jobQuery = z.strictObject({ state: z.enum(['pending', 'running', 'done', 'dead']).optional(), kind: z.string().optional(), limit: z.coerce.number().int().min(1).max(500).optional() });
