@@ -28,9 +28,6 @@ export interface Decision {
   note: string; // human-readable why, for the audit trail
 }
 
-/** Orders whose goods are paid for: a refund that leaves enough money to pay for them changes nothing else. */
-const STILL_COVERED: ReadonlySet<OrderState> = new Set<OrderState>(['paid', 'shipped', 'completed']);
-
 /** Orders that have not received money yet: a capture on any attempt is welcome here. */
 const AWAITING_MONEY: ReadonlySet<OrderState> = new Set<OrderState>(['pending_payment', 'awaiting_payment', 'authorized']);
 
@@ -65,13 +62,7 @@ export function decide(
       `${fact.type} amount ${fact.amount} yen differs from the order total ${order.total} yen`);
   }
 
-  // An order an operator made smaller gets the difference back (order-edit.ts): the money kept still
-  // pays for everything the order holds, so it keeps its state and the customer hears of the refund.
-  if (fact.type === 'refunded' && STILL_COVERED.has(order.state) && next.capturedAmount - next.refundedAmount >= order.total) {
-    return { payment: next, paymentChanged: true, order, orderChanged: false, effects: ['notify_refund'], outcome: 'applied', note: `refund of ${fact.amount} yen; the ${next.capturedAmount - next.refundedAmount} yen kept pays the order's ${order.total} yen, order stays ${order.state}` };
-  }
-
-  const event = orderEventFor(fact, next);
+  const event = orderEventFor(fact, next, order);
   if (event === undefined) {
     // A failed attempt leaves the order open so the customer can try again with a new attempt.
     return leaveOrder(order, next, 'applied', `payment ${fact.type}; order stays ${order.state}`);
@@ -106,14 +97,19 @@ export function applyOrderEvent(
   return { ok: true, ...settle(order, t.to, t.effects) };
 }
 
-function orderEventFor(fact: PaymentFact, next: PaymentSnapshot): OrderEvent | undefined {
+function orderEventFor(fact: PaymentFact, next: PaymentSnapshot, order: OrderSnapshot): OrderEvent | undefined {
   switch (fact.type) {
     case 'awaiting_payment': return 'payment_awaiting';
     case 'authorized': return 'payment_authorized';
     case 'captured': return 'payment_captured';
     case 'cancelled': return 'payment_cancelled';
     case 'expired': return 'payment_expired';
-    case 'refunded': return next.state === 'refunded' ? 'refund_full' : 'refund_partial';
+    case 'refunded':
+      if (next.state === 'refunded') return 'refund_full';
+      // An order an operator made smaller gets the difference back (order-edit.ts): the money kept
+      // still pays for everything the order holds, so it keeps its state (where the table allows).
+      if (next.capturedAmount - next.refundedAmount >= order.total && transitionOrder(order.state, 'refund_covered').ok) return 'refund_covered';
+      return 'refund_partial';
     case 'failed': return undefined;
   }
 }

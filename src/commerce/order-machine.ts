@@ -30,6 +30,7 @@ export type OrderEvent =
   | 'payment_expired'
   | 'refund_partial'
   | 'refund_full'
+  | 'refund_covered'
   | 'hold'
   | 'release_to_paid'
   | 'release_to_cancelled'
@@ -93,16 +94,20 @@ export const ORDER_TRANSITIONS: ReadonlyArray<OrderTransition> = Object.freeze([
   { from: 'paid', event: 'ship', to: 'shipped', effects: NONE },
   { from: 'paid', event: 'refund_partial', to: 'partially_refunded', effects: REFUND },
   { from: 'paid', event: 'refund_full', to: 'refunded', effects: REFUND },
+  // An order made smaller (order-edit.ts) gets the difference back and still holds what it paid for.
+  { from: 'paid', event: 'refund_covered', to: 'paid', effects: REFUND },
   { from: 'paid', event: 'hold', to: 'on_hold', effects: HOLD },
 
   { from: 'shipped', event: 'complete', to: 'completed', effects: NONE },
   { from: 'shipped', event: 'refund_partial', to: 'partially_refunded', effects: REFUND },
   { from: 'shipped', event: 'refund_full', to: 'refunded', effects: REFUND },
+  { from: 'shipped', event: 'refund_covered', to: 'shipped', effects: REFUND },
   { from: 'shipped', event: 'hold', to: 'on_hold', effects: HOLD },
 
   // Completed orders can still be refunded (returns, goodwill), so completed is not final.
   { from: 'completed', event: 'refund_partial', to: 'partially_refunded', effects: REFUND },
   { from: 'completed', event: 'refund_full', to: 'refunded', effects: REFUND },
+  { from: 'completed', event: 'refund_covered', to: 'completed', effects: REFUND },
 
   { from: 'partially_refunded', event: 'refund_partial', to: 'partially_refunded', effects: REFUND },
   { from: 'partially_refunded', event: 'refund_full', to: 'refunded', effects: REFUND },

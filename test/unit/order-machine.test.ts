@@ -12,7 +12,7 @@ import {
 
 const ORDER_EVENTS: readonly OrderEvent[] = [
   'payment_awaiting', 'payment_authorized', 'payment_captured', 'payment_cancelled', 'payment_expired',
-  'refund_partial', 'refund_full', 'hold', 'release_to_paid', 'release_to_cancelled',
+  'refund_partial', 'refund_full', 'refund_covered', 'hold', 'release_to_paid', 'release_to_cancelled',
   'ship', 'complete', 'cancel', 'expire',
 ];
 
@@ -56,17 +56,20 @@ const SPEC: Partial<Record<OrderState, Partial<Record<OrderEvent, [OrderState, O
     ship: ['shipped', []],
     refund_partial: ['partially_refunded', ['notify_refund']],
     refund_full: ['refunded', ['notify_refund']],
+    refund_covered: ['paid', ['notify_refund']], // the money kept still pays for the order
     hold: ['on_hold', ['alert_hold']],
   },
   shipped: {
     complete: ['completed', []],
     refund_partial: ['partially_refunded', ['notify_refund']],
     refund_full: ['refunded', ['notify_refund']],
+    refund_covered: ['shipped', ['notify_refund']], // the money kept still pays for the order
     hold: ['on_hold', ['alert_hold']],
   },
   completed: {
     refund_partial: ['partially_refunded', ['notify_refund']],
     refund_full: ['refunded', ['notify_refund']],
+    refund_covered: ['completed', ['notify_refund']], // the money kept still pays for the order
   },
   partially_refunded: {
     refund_partial: ['partially_refunded', ['notify_refund']],
