@@ -1,6 +1,7 @@
 import { createOrder, findOrder, lockOrder, openAttempt, orderInput, orderSnapshot, applyOrderChange } from '../commerce/orders.js';
 import { applyOrderEvent } from '../commerce/decide.js';
-import { findShopSettings, getShopSettings } from '../commerce/shops.js';
+import { basketOf, type Basket } from '../commerce/catalog.js';
+import { findShopSettings, getShopSettings, type ShopSettings } from '../commerce/shops.js';
 import type { Context } from '../context.js';
 import type { Order, PaymentAttempt } from '../db/schema.js';
 import { KessaiError, invalid, notFound } from '../errors.js';
@@ -23,26 +24,51 @@ export interface Payments {
   inbox: NotificationInbox;
 }
 
-/** The providers and methods a shop currently offers, for the checkout and for validation. */
-export async function availableMethods(p: Payments, shopId: string): Promise<{ provider: string; methods: string[] }[]> {
+/** Why `provider` cannot pay for `basket` under these settings, in words for the customer; undefined when it can. */
+function unusableBecause(provider: string, settings: ShopSettings, basket: Basket): string | undefined {
+  const yen = (n: number) => `${n.toLocaleString('ja-JP')} yen`;
+  const min = Number(settings[`${provider}.minAmount`] ?? 0);
+  const max = settings[`${provider}.maxAmount`] === undefined ? Infinity : Number(settings[`${provider}.maxAmount`]);
+  if (basket.total < min) return `${provider} takes orders from ${yen(min)}; this order is ${yen(basket.total)}`;
+  if (basket.total > max) return `${provider} takes orders up to ${yen(max)}; this order is ${yen(basket.total)}`;
+  const forTickets = settings['payments.ticketProviders'];
+  if (basket.kinds.includes('ticket') && typeof forTickets === 'string' && forTickets && !forTickets.split(',').includes(provider)) {
+    return `${provider} is not offered for tickets (offered: ${forTickets.split(',').join(', ')})`;
+  }
+  return undefined;
+}
+
+/**
+ * The providers and methods a shop currently offers, for the checkout and for validation; with a
+ * basket, only those that can pay for it (the shop's amount limits and ticket providers).
+ */
+export async function availableMethods(p: Payments, shopId: string, basket?: Basket): Promise<{ provider: string; methods: string[] }[]> {
   const settings = await getShopSettings(p.ctx, shopId);
   return p.providers
     .all()
     .map((provider) => ({ provider: provider.name, methods: provider.methods(settings) }))
-    .filter((m) => m.methods.length > 0);
+    .filter((m) => m.methods.length > 0 && !(basket && unusableBecause(m.provider, settings, basket)));
 }
 
 /** `prefix` is where the payment choice sits in the caller's request body, so errors name the field sent. */
-async function assertPayable(p: Payments, shopId: string, payment: { provider: string; method?: string }, prefix: string): Promise<void> {
+export async function assertPayable(p: Payments, shopId: string, payment: { provider: string; method?: string }, prefix: string, basket: Basket): Promise<void> {
   const offered = await availableMethods(p, shopId);
   const provider = offered.find((m) => m.provider === payment.provider);
   if (!provider) {
     const names = offered.map((m) => m.provider).join(', ') || 'none';
     throw invalid([{ field: `${prefix}provider`, reason: `"${payment.provider}" is not offered by this shop (offered: ${names})` }]);
   }
+  const refusal = unusableBecause(payment.provider, await getShopSettings(p.ctx, shopId), basket);
+  if (refusal) throw invalid([{ field: `${prefix}provider`, reason: refusal }]);
   if (payment.method && !provider.methods.includes(payment.method)) {
     throw invalid([{ field: `${prefix}method`, reason: `"${payment.method}" is not offered with ${payment.provider} (offered: ${provider.methods.join(', ')})` }]);
   }
+}
+
+/** An existing order's basket, for paying it again. */
+export async function orderBasket(p: Payments, order: Order): Promise<Basket> {
+  const lines = await p.ctx.db.selectFrom('order_lines').select('product_kind').where('order_id', '=', order.id).execute();
+  return { total: order.total, kinds: lines.map((l) => l.product_kind) };
 }
 
 export async function attemptContext(p: Payments, attempt: PaymentAttempt, order: Order, token?: string): Promise<AttemptContext> {
@@ -84,7 +110,7 @@ export async function checkout(p: Payments, input: unknown): Promise<CheckoutRes
     // Full validation (with every field named) happens in createOrder; here only what routing needs.
     if (parsed.success) {
       const shop = await p.ctx.db.selectFrom('shops').select('id').where('id', '=', parsed.data.shop).executeTakeFirst();
-      if (shop) await assertPayable(p, parsed.data.shop, parsed.data.payment, 'payment.');
+      if (shop) await assertPayable(p, parsed.data.shop, parsed.data.payment, 'payment.', await basketOf(p.ctx, parsed.data.shop, parsed.data.lines));
     }
     created = await createOrder(p.ctx, input);
   } catch (error) {
@@ -98,7 +124,7 @@ export async function checkout(p: Payments, input: unknown): Promise<CheckoutRes
 
 /** Pays again for an order that is still waiting for payment (after a decline or a cancel at the gateway). */
 export async function retryPayment(p: Payments, order: Order, token: string, payment: { provider: string; method?: string }): Promise<Omit<CheckoutResult, 'token' | 'order'>> {
-  await assertPayable(p, order.shop_id, payment, '');
+  await assertPayable(p, order.shop_id, payment, '', await orderBasket(p, order));
   const attemptId = await openAttempt(p.ctx, order.id, payment);
   return startAttempt(p, attemptId, order, token);
 }
