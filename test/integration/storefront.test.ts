@@ -222,6 +222,34 @@ forEachEngine('storefront', (engine) => {
     }
   });
 
+  it('paying again from the order page offers only what the order can use, and refuses the rest next to the field', async () => {
+    const code = await product('serial_code', 80, 10);
+    const api = await fetch(`${store.url}/api/checkout`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ shop: 'default', customer: { email: 'again@example.jp', name: '再 払い' }, lines: [{ sku: code, quantity: 1 }], payment: { provider: 'testpay' } }),
+    });
+    assert.equal(api.status, 201);
+    const { orderToken: token } = (await api.json()) as { orderToken: string };
+    const order = await store.rt.ctx.db.selectFrom('orders').selectAll().where('email', '=', 'again@example.jp').executeTakeFirstOrThrow();
+    await setShopSettings(store.rt.ctx, 'default', { 'testpay.minAmount': '100' });
+    try {
+      const b = client();
+      const orderPage = (await b.get(`/orders/${token}`)).body;
+      assert.doesNotMatch(orderPage, /<option value="testpay"/);
+      assert.match(orderPage, /<option value="atone"/);
+      const before = await store.rt.ctx.db.selectFrom('payment_attempts').select('id').where('order_id', '=', order.id).execute();
+      const refused = await b.submit(`/orders/${token}`, `/orders/${token}/pay`, { provider: 'testpay' });
+      assert.equal(refused.status, 400);
+      assert.match(refused.body, /<select id="f-provider" name="provider" aria-invalid="true" aria-describedby="f-provider-error">/);
+      assert.match(refused.body, /<p id="f-provider-error" class="field-error" role="alert">testpay takes orders from 100 yen; this order is 80 yen<\/p>/);
+      const after = await store.rt.ctx.db.selectFrom('payment_attempts').select('id').where('order_id', '=', order.id).execute();
+      assert.equal(after.length, before.length, 'no new attempt');
+    } finally {
+      await clearSettings(['testpay.minAmount']);
+    }
+  });
+
   /** A cart with one `code`, the customer step done: the payment step is next (no physical goods). */
   async function buyPrepared(b: FormClient, code: string) {
     assert.equal((await b.submit(`/products/${code}`, '/cart/add', { quantity: '1' })).status, 303);
