@@ -162,3 +162,33 @@ export async function getProduct(ctx: Context, shopId: string, code: string): Pr
   if (!row) throw notFound('product', code);
   return toItem(row);
 }
+
+/** The shop's items with these codes, by code; codes that name no active product are left out. */
+export async function catalogItems(ctx: Context, shopId: string, codes: readonly string[]): Promise<Map<string, CatalogItem>> {
+  if (codes.length === 0) return new Map();
+  const rows = await catalogQuery(ctx, shopId).where('skus.code', 'in', [...codes]).execute();
+  return new Map(rows.map((r) => [r.code, toItem(r)]));
+}
+
+/** What a payment choice depends on besides the shop: the order's total and the kinds of product in it. */
+export interface Basket {
+  /** Yen, tax included. */
+  total: number;
+  kinds: readonly string[];
+  /** SKU codes of subscription products (renewed later with the member's saved payment). */
+  subscriptions: readonly string[];
+}
+
+/** The basket of order lines at today's prices; unknown codes count for nothing (the order refuses them). */
+export async function basketOf(ctx: Context, shopId: string, lines: readonly { sku: string; quantity: number }[]): Promise<Basket> {
+  const items = await catalogItems(ctx, shopId, lines.map((l) => l.sku));
+  const known = lines.flatMap((l) => {
+    const item = items.get(l.sku);
+    return item ? [{ item, quantity: l.quantity }] : [];
+  });
+  return {
+    total: known.reduce((sum, l) => sum + l.item.price * l.quantity, 0),
+    kinds: [...new Set(known.map((l) => l.item.kind))],
+    subscriptions: known.filter((l) => l.item.recurringIntervalMonths !== null).map((l) => l.item.code),
+  };
+}

@@ -27,14 +27,15 @@ export const MAX_ORDER_TOTAL = 100_000_000;
 const nonEmpty = (max: number) => z.string().trim().min(1, { error: 'must not be empty' }).max(max, { error: `must be at most ${max} characters` });
 const phone = z
   .string()
-  .transform((s) => s.replace(/[-‐－ー\s]/g, ''))
+  // NFKC: full-width digits (０３) typed on a Japanese keyboard are digits.
+  .transform((s) => s.normalize('NFKC').replace(/[-‐－ー\s]/g, ''))
   .pipe(z.string().regex(/^0\d{9,10}$/, { error: 'must be a Japanese phone number such as 03-1234-5678' }));
 
 export const addressInput = z.strictObject({
   name: nonEmpty(100),
   postcode: z
     .string()
-    .transform((s) => s.replace(/[-‐－\s]/g, ''))
+    .transform((s) => s.normalize('NFKC').replace(/[-‐－ー\s]/g, ''))
     .pipe(z.string().regex(/^\d{7}$/, { error: 'must be a 7-digit postcode such as 100-0001' })),
   prefecture: z.enum(PREFECTURES, { error: 'must be one of the 47 prefectures, written as 東京都, 大阪府, 北海道 …' }),
   city: nonEmpty(100),
@@ -46,7 +47,7 @@ export const addressInput = z.strictObject({
 export const orderInput = z.strictObject({
   shop: z.string().min(1, { error: 'must not be empty' }).max(40),
   customer: z.strictObject({
-    email: z.email({ error: 'must be an email address' }).max(254),
+    email: z.email({ error: 'must be an email address' }).max(254, { error: 'must be at most 254 characters' }),
     name: nonEmpty(100),
     nameKana: z.string().trim().max(100).optional(),
     phone: phone.optional(),

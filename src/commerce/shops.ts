@@ -33,11 +33,20 @@ export interface SettingDef {
 const bool = z.boolean();
 const text = (re: RegExp, reason: string) => z.string().regex(re, { error: reason });
 const url = z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' });
+const yen = text(/^\d{1,9}$/, 'must be a whole number of yen, e.g. 3000');
+/** The payment providers kessai ships, for the settings every provider has. */
+export const PAYMENT_PROVIDERS = ['testpay', 'sbps', 'atone', 'komoju'] as const;
 const secret = z.string().min(8, { error: 'must be at least 8 characters' }).max(512, { error: 'is too long' });
 
 export const SHOP_SETTINGS: readonly SettingDef[] = [
   { key: 'testpay.enabled', description: 'Offer the sandbox test gateway (development only)', secret: false, kind: 'boolean', check: bool, fallback: (c) => c.sandbox },
   { key: 'testpay.secret', description: 'Signing secret shared with the sandbox test gateway', secret: true, kind: 'string', check: secret, fallback: (c) => sandboxSecret(c, 'testpay') },
+  // Which payment providers a basket may use (payments/service.ts `unusableBecause`); unset: no limit.
+  ...PAYMENT_PROVIDERS.flatMap((name): SettingDef[] => [
+    { key: `${name}.minAmount`, description: `smallest order total (yen, tax included) ${name} is offered for`, secret: false, kind: 'string', check: yen, fallback: name === 'atone' ? () => '1' : undefined },
+    { key: `${name}.maxAmount`, description: `largest order total (yen, tax included) ${name} is offered for`, secret: false, kind: 'string', check: yen },
+  ]),
+  { key: 'payments.ticketProviders', description: 'providers offered for an order with a ticket in it, comma-separated (e.g. komoju,sbps; unset: every enabled one)', secret: false, kind: 'string', check: text(/^[a-z]+(,[a-z]+)*$/, 'must be provider names separated by commas, e.g. komoju,sbps') },
   { key: 'sbps.enabled', description: 'Offer SBPS link-type payment', secret: false, kind: 'boolean', check: bool, fallback: () => false },
   { key: 'sbps.merchantId', description: 'SBPS merchant id (マーチャントID)', secret: false, kind: 'string', check: text(/^\d{1,10}$/, 'must be digits'), env: 'SBPS_MERCHANT_ID', fallback: sandboxOnly(() => SBPS_SANDBOX_MERCHANT.merchantId) },
   { key: 'sbps.serviceId', description: 'SBPS service id (サービスID)', secret: false, kind: 'string', check: text(/^\d{1,5}$/, 'must be digits'), env: 'SBPS_SERVICE_ID', fallback: sandboxOnly(() => SBPS_SANDBOX_MERCHANT.serviceId) },

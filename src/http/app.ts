@@ -13,6 +13,7 @@ import { adminRoutes } from './routes/admin.js';
 import { healthRoutes } from './routes/health.js';
 import { docsRoutes } from './routes/docs.js';
 import { pageRoutes } from './routes/pages.js';
+import { shopRoutes } from './routes/shop.js';
 import { webhookRoutes } from './routes/webhooks.js';
 
 export interface AppOptions {
@@ -92,6 +93,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   // The shop front: its pages share the session cookie and the CSRF check on every form post.
   await app.register(async (front) => {
     await shopFront(front, ctx);
+    await front.register(shopRoutes(opts.payments));
     await front.register(pageRoutes(opts.payments));
     await front.register(accountRoutes(opts.payments));
   });

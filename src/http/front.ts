@@ -36,6 +36,8 @@ export function cookieSettings(publicUrl: string) {
   return {
     session: `${prefix}kessai_session`,
     csrf: `${prefix}kessai_csrf`,
+    cart: `${prefix}kessai_cart`,
+    checkout: `${prefix}kessai_checkout`,
     // __Host- demands Secure, Path=/ and no Domain: the cookie belongs to this exact host.
     options: { path: '/', httpOnly: true, sameSite: 'lax' as const, secure },
   };

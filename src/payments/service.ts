@@ -1,6 +1,7 @@
 import { createOrder, findOrder, lockOrder, openAttempt, orderInput, orderSnapshot, applyOrderChange } from '../commerce/orders.js';
 import { applyOrderEvent } from '../commerce/decide.js';
-import { findShopSettings, getShopSettings } from '../commerce/shops.js';
+import { basketOf, type Basket } from '../commerce/catalog.js';
+import { findShopSettings, getShopSettings, type ShopSettings } from '../commerce/shops.js';
 import { RECURRING_PROVIDER } from '../commerce/subscriptions.js';
 import type { Context } from '../context.js';
 import type { Order, PaymentAttempt } from '../db/schema.js';
@@ -24,70 +25,71 @@ export interface Payments {
   inbox: NotificationInbox;
 }
 
-/** The providers and methods a shop currently offers, for the checkout and for validation; with a basket, those that can pay it. */
-export async function availableMethods(p: Payments, shopId: string, basket?: BasketLine[]): Promise<{ provider: string; methods: string[] }[]> {
-  const settings = await getShopSettings(p.ctx, shopId);
-  const refusal = basket ? await basketRefusal(p, shopId, basket) : undefined;
-  return p.providers
-    .all()
-    .map((provider) => ({ provider: provider.name, methods: provider.methods(settings) }))
-    .filter((m) => m.methods.length > 0)
-    .filter((m) => !refusal?.(m.provider));
-}
-
-export interface BasketLine {
-  sku: string;
-  quantity: number;
+/**
+ * Why `provider` cannot pay for `basket` under these settings, in words for the customer; undefined
+ * when it can. The shop's amount limits (never below the gateway's own floor: atone from 1 yen) and
+ * ticket providers; a subscription is renewed later with the member's saved token, which only the
+ * recurring gateway can charge, and only where the shop takes recurring purchases.
+ */
+function unusableBecause(p: Payments, provider: string, settings: ShopSettings, basket: Basket): string | undefined {
+  const yen = (n: number) => `${n.toLocaleString('ja-JP')} yen`;
+  const min = Math.max(Number(settings[`${provider}.minAmount`] ?? 0), p.providers.get(provider)?.minAmount ?? 0);
+  const max = settings[`${provider}.maxAmount`] === undefined ? Infinity : Number(settings[`${provider}.maxAmount`]);
+  if (basket.total < min) return `${provider} takes orders from ${yen(min)}; this order is ${yen(basket.total)}`;
+  if (basket.total > max) return `${provider} takes orders up to ${yen(max)}; this order is ${yen(basket.total)}`;
+  const forTickets = settings['payments.ticketProviders'];
+  if (basket.kinds.includes('ticket') && typeof forTickets === 'string' && forTickets && !forTickets.split(',').includes(provider)) {
+    return `${provider} is not offered for tickets (offered: ${forTickets.split(',').join(', ')})`;
+  }
+  if (basket.subscriptions.length > 0) {
+    const codes = basket.subscriptions.map((c) => `"${c}"`).join(', ');
+    if (provider !== RECURRING_PROVIDER) return `${codes} is a subscription, renewed later with the member's saved ${RECURRING_PROVIDER} payment; pay it with ${RECURRING_PROVIDER}`;
+    if (settings[`${provider}.recurring`] !== true) return `this shop does not take subscriptions (${provider}.recurring is off)`;
+  }
+  return undefined;
 }
 
 /**
- * What a basket itself rules out, whatever the shop offers: a subscription is renewed later with the
- * member's saved token, which only the recurring gateway can charge, and only where the shop takes
- * recurring purchases; a gateway with a smallest amount (atone: 1 yen) takes no smaller basket.
- * Answers, for a provider, why it cannot pay the basket (undefined: it can).
+ * The providers and methods a shop currently offers, for the checkout and for validation; with a
+ * basket, only those that can pay for it (see unusableBecause).
  */
-async function basketRefusal(p: Payments, shopId: string, basket: BasketLine[]): Promise<(provider: string) => string | undefined> {
+export async function availableMethods(p: Payments, shopId: string, basket?: Basket): Promise<{ provider: string; methods: string[] }[]> {
   const settings = await getShopSettings(p.ctx, shopId);
-  const codes = [...new Set(basket.map((l) => l.sku))];
-  const skus = codes.length
-    ? await p.ctx.db
-        .selectFrom('skus')
-        .innerJoin('products', 'products.id', 'skus.product_id')
-        .select(['skus.code', 'skus.price', 'products.recurring_interval_months'])
-        .where('skus.shop_id', '=', shopId)
-        .where('skus.code', 'in', codes)
-        .execute()
-    : [];
-  const total = basket.reduce((sum, l) => sum + (skus.find((s) => s.code === l.sku)?.price ?? 0) * l.quantity, 0);
-  const recurring = skus.filter((s) => s.recurring_interval_months !== null).map((s) => `"${s.code}"`);
-  return (provider) => {
-    if (recurring.length > 0 && provider !== RECURRING_PROVIDER) {
-      return `${recurring.join(', ')} is a subscription, renewed later with the member's saved ${RECURRING_PROVIDER} payment; pay it with ${RECURRING_PROVIDER}`;
-    }
-    if (recurring.length > 0 && settings[`${provider}.recurring`] !== true) return `this shop does not take subscriptions (${provider}.recurring is off)`;
-    const min = p.providers.get(provider)?.minAmount;
-    if (min !== undefined && total < min) return `${provider} takes orders of at least ${min} yen; this one is ${total} yen`;
-    return undefined;
-  };
-}
-
-/** Refuses a payment choice that cannot pay this basket, naming why (see basketRefusal). */
-async function assertBasketPayable(p: Payments, shopId: string, provider: string, basket: BasketLine[], field: string): Promise<void> {
-  const why = (await basketRefusal(p, shopId, basket))(provider);
-  if (why) throw invalid([{ field, reason: why }]);
+  return p.providers
+    .all()
+    .map((provider) => ({ provider: provider.name, methods: provider.methods(settings) }))
+    .filter((m) => m.methods.length > 0 && !(basket && unusableBecause(p, m.provider, settings, basket)));
 }
 
 /** `prefix` is where the payment choice sits in the caller's request body, so errors name the field sent. */
-async function assertPayable(p: Payments, shopId: string, payment: { provider: string; method?: string }, prefix: string): Promise<void> {
+export async function assertPayable(p: Payments, shopId: string, payment: { provider: string; method?: string }, prefix: string, basket: Basket): Promise<void> {
   const offered = await availableMethods(p, shopId);
   const provider = offered.find((m) => m.provider === payment.provider);
   if (!provider) {
     const names = offered.map((m) => m.provider).join(', ') || 'none';
     throw invalid([{ field: `${prefix}provider`, reason: `"${payment.provider}" is not offered by this shop (offered: ${names})` }]);
   }
+  const refusal = unusableBecause(p, payment.provider, await getShopSettings(p.ctx, shopId), basket);
+  if (refusal) throw invalid([{ field: `${prefix}provider`, reason: refusal }]);
   if (payment.method && !provider.methods.includes(payment.method)) {
     throw invalid([{ field: `${prefix}method`, reason: `"${payment.method}" is not offered with ${payment.provider} (offered: ${provider.methods.join(', ')})` }]);
   }
+}
+
+/** An existing order's basket, for paying it again. */
+export async function orderBasket(p: Payments, order: Order): Promise<Basket> {
+  const lines = await p.ctx.db
+    .selectFrom('order_lines')
+    .innerJoin('skus', 'skus.id', 'order_lines.sku_id')
+    .innerJoin('products', 'products.id', 'skus.product_id')
+    .select(['order_lines.product_kind', 'skus.code', 'products.recurring_interval_months'])
+    .where('order_lines.order_id', '=', order.id)
+    .execute();
+  return {
+    total: order.total,
+    kinds: [...new Set(lines.map((l) => l.product_kind))],
+    subscriptions: lines.filter((l) => l.recurring_interval_months !== null).map((l) => l.code),
+  };
 }
 
 export async function attemptContext(p: Payments, attempt: PaymentAttempt, order: Order, token?: string): Promise<AttemptContext> {
@@ -136,8 +138,7 @@ export async function checkout(p: Payments, input: unknown): Promise<CheckoutRes
     // Full validation (with every field named) happens in createOrder; here only what routing needs.
     if (parsed.success) {
       const shop = await p.ctx.db.selectFrom('shops').select('id').where('id', '=', parsed.data.shop).executeTakeFirst();
-      if (shop) await assertPayable(p, parsed.data.shop, parsed.data.payment, 'payment.');
-      if (shop) await assertBasketPayable(p, parsed.data.shop, parsed.data.payment.provider, parsed.data.lines, 'payment.provider');
+      if (shop) await assertPayable(p, parsed.data.shop, parsed.data.payment, 'payment.', await basketOf(p.ctx, parsed.data.shop, parsed.data.lines));
     }
     created = await createOrder(p.ctx, input);
   } catch (error) {
@@ -151,9 +152,7 @@ export async function checkout(p: Payments, input: unknown): Promise<CheckoutRes
 
 /** Pays again for an order that is still waiting for payment (after a decline or a cancel at the gateway). */
 export async function retryPayment(p: Payments, order: Order, token: string, payment: { provider: string; method?: string }): Promise<Omit<CheckoutResult, 'token' | 'order'>> {
-  await assertPayable(p, order.shop_id, payment, '');
-  const basket = await p.ctx.db.selectFrom('order_lines').innerJoin('skus', 'skus.id', 'order_lines.sku_id').select(['skus.code as sku', 'order_lines.quantity']).where('order_lines.order_id', '=', order.id).execute();
-  await assertBasketPayable(p, order.shop_id, payment.provider, basket, 'provider');
+  await assertPayable(p, order.shop_id, payment, '', await orderBasket(p, order));
   const attemptId = await openAttempt(p.ctx, order.id, payment);
   return startAttempt(p, attemptId, order, token);
 }

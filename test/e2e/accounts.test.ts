@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { it } from 'node:test';
 import type { Page } from 'playwright-core';
-import { describeInBrowser } from '../helpers/chromium.js';
+import { addToCart, describeInBrowser } from '../helpers/chromium.js';
 import { eventually } from '../helpers/eventually.js';
 import { readMails } from '../helpers/mail.js';
 
@@ -65,11 +65,14 @@ describeInBrowser('customer accounts in a real browser [sqlite]', (suite) => {
         await page.getByRole('heading', { level: 1, name: /マイページ/ }).waitFor();
         assert.match((await page.textContent('main')) ?? '', /ご注文はまだありません/);
 
-        await page.goto('/');
-        assert.equal(await page.inputValue('form.checkout input[name=email]'), email, 'the order form knows the customer');
-        await page.selectOption('select[name=sku]', 'demo-ticket');
-        await page.selectOption('select[name=provider]', 'testpay');
-        await page.click('form.checkout button[type=submit]');
+        await addToCart(page, 'demo-ticket');
+        await page.getByRole('link', { name: 'ご購入手続きへ / Proceed to checkout' }).click();
+        assert.equal(await page.getByLabel('メールアドレス / Email address', { exact: true }).inputValue(), email, 'the checkout knows the customer');
+        assert.equal(await page.getByLabel('お名前 / Name', { exact: true }).inputValue(), 'ブラウザ 花子');
+        await page.getByRole('button', { name: '次へ / Next' }).click();
+        await page.locator('input[name=provider][value="testpay"]').check();
+        await page.getByRole('button', { name: '次へ / Next' }).click();
+        await page.getByRole('button', { name: '注文を確定して支払う / Place order and pay' }).click();
         await page.waitForURL(/\/sandbox\/testpay\/pay\//);
         await page.click('form[action$="/card"] button');
         await page.waitForURL(/\/orders\/[^/?]+$/);

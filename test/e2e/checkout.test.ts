@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import type { Page } from 'playwright-core';
-import { describeInBrowser } from '../helpers/chromium.js';
+import { addToCart, buyInBrowser, describeInBrowser, enterDetails } from '../helpers/chromium.js';
 import { eventually } from '../helpers/eventually.js';
 
 /*
- * The demo shop in a real Chromium: a customer orders on the shop page, pays on the gateway's page
+ * The demo shop in a real Chromium: a customer orders through the shop's pages, pays on the gateway's page
  * and comes back to the order page. Debian's chromium is used (`.ci/run` installs it); where no
  * Chromium exists these tests are not defined, and the run says so.
  */
@@ -13,12 +13,7 @@ import { eventually } from '../helpers/eventually.js';
 describeInBrowser('checkout in a real browser [sqlite]', (suite) => {
   const withPage = suite.withPage;
 
-    async function order(page: Page, sku: string, provider: string): Promise<void> {
-      await page.goto('/');
-      await page.selectOption('select[name=sku]', sku);
-      await page.selectOption('select[name=provider]', provider);
-      await page.click('form.checkout button[type=submit]');
-    }
+    const order = (page: Page, sku: string, provider: string) => buyInBrowser(page, { sku, provider });
 
     async function payBySbpsCard(page: Page, card: string): Promise<void> {
       await page.waitForURL(/\/sandbox\/sbps\/pay\//);
@@ -97,8 +92,9 @@ describeInBrowser('checkout in a real browser [sqlite]', (suite) => {
 
     it('the postcode fills the address; an unknown one leaves the fields to type', async (t) => {
       await withPage(t, async (page) => {
-        await page.goto('/');
-        for (const name of ['prefecture', 'city', 'line1']) await page.fill(`input[name=${name}]`, '');
+        await addToCart(page, 'demo-cd');
+        await enterDetails(page, 'taro@example.jp', '山田 太郎');
+        await page.waitForURL(/\/checkout\/address$/);
         await page.fill('input[name=postcode]', '060-0001');
         await eventually(async () => assert.equal(await page.inputValue('input[name=city]'), '札幌市中央区'), 10_000, 50);
         assert.equal(await page.inputValue('input[name=prefecture]'), '北海道');

@@ -86,3 +86,36 @@ export class FormClient {
     return this.post(action, { ...hiddenFields(page.body, action), ...fields });
   }
 }
+
+/** The address `buyThroughShop` types when the cart has physical goods, unless told otherwise. */
+export const TEST_ADDRESS = { name: '山田 太郎', postcode: '100-0001', prefecture: '東京都', city: '千代田区', line1: '千代田1-1', line2: '', phone: '03-1234-5678' };
+
+export interface Purchase {
+  sku: string;
+  quantity?: number;
+  email: string;
+  name: string;
+  provider: string;
+  /** Typed on the shipping-address step (asked only for physical goods); TEST_ADDRESS fills the rest. */
+  address?: Partial<typeof TEST_ADDRESS>;
+}
+
+/**
+ * Buys as a customer does in the shop front: the product page's add-to-cart form, then each
+ * checkout step's form (details, the address when asked, the payment method), then the confirm
+ * button. Answers that last post: the gateway hand-off (a redirect, a form, the atone page) or the
+ * order page. Every step before it must be accepted.
+ */
+export async function buyThroughShop(client: FormClient, p: Purchase): Promise<Answer> {
+  const step = async (pagePath: string, fields: Record<string, string>, expected: string | RegExp) => {
+    const res = await client.submit(pagePath, pagePath === `/products/${p.sku}` ? '/cart/add' : pagePath, fields);
+    assert.equal(res.status, 303, `${pagePath}: HTTP ${res.status} ${res.body.slice(0, 1500)}`);
+    assert.match(res.location ?? '', typeof expected === 'string' ? new RegExp(`^${expected}$`) : expected, `${pagePath} went on to ${res.location}`);
+    return res.location!;
+  };
+  await step(`/products/${p.sku}`, { quantity: String(p.quantity ?? 1) }, '/cart');
+  const next = await step('/checkout/customer', { email: p.email, name: p.name }, /^\/checkout\/(address|payment)$/);
+  if (next === '/checkout/address') await step('/checkout/address', { ...TEST_ADDRESS, ...p.address }, '/checkout/payment');
+  await step('/checkout/payment', { provider: p.provider }, '/checkout/confirm');
+  return client.submit('/checkout/confirm', '/checkout/confirm');
+}

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, it } from 'node:test';
 import { cookieSettings } from '../../src/http/front.js';
-import { FormClient, hiddenFields } from '../helpers/browser.js';
+import { buyThroughShop, FormClient, hiddenFields } from '../helpers/browser.js';
 import { forEachEngine } from '../helpers/db.js';
 import { eventually } from '../helpers/eventually.js';
 import { readMails, type ReadMail } from '../helpers/mail.js';
@@ -133,9 +133,11 @@ forEachEngine('customer accounts', (engine) => {
     assert.equal(login.location, '/account');
     const shop = await b.get('/');
     assert.match(shop.body, /マイページ \/ My page/);
-    assert.match(shop.body, new RegExp(`value="${email}"`), 'the checkout form is filled with the account');
+    await b.submit('/products/demo-ticket', '/cart/add', { quantity: '1' });
+    assert.match((await b.get('/checkout/customer')).body, new RegExp(`value="${email}"`), 'the checkout form is filled with the account');
+    await b.submit('/cart', '/cart', { remove: 'demo-ticket' });
 
-    const checkout = await b.submit('/', '/checkout', { sku: 'demo-ticket', quantity: '1', email, name: '山田 花子', provider: 'testpay' });
+    const checkout = await buyThroughShop(b, { sku: 'demo-ticket', email, name: '山田 花子', provider: 'testpay' });
     assert.equal(checkout.status, 303, checkout.body);
     const payUrl = checkout.location!;
     const paid = await fetch(`${payUrl}/card`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: '', redirect: 'manual' });
@@ -379,16 +381,18 @@ forEachEngine('customer accounts', (engine) => {
     const countOrders = async () => Number((await store.rt.ctx.db.selectFrom('orders').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()).n);
     const ordersBefore = await countOrders();
     const b = client();
-    await b.get('/');
-    const fields = { sku: 'demo-ticket', quantity: '1', email: 'csrf@example.jp', name: '攻撃', provider: 'testpay' };
-    const none = await b.post('/checkout', fields);
+    await b.get('/products/demo-ticket');
+    const fields = { sku: 'demo-ticket', quantity: '1' };
+    const none = await b.post('/cart/add', fields);
     assert.equal(none.status, 403);
     assert.match(none.body, /送信できませんでした/);
     assert.match(none.body, /Nothing was changed/);
     const theirs = client();
-    const theirPage = await theirs.get('/');
-    const foreign = await b.post('/checkout', { ...fields, _csrf: hiddenFields(theirPage.body, '/checkout')._csrf! });
+    const theirPage = await theirs.get('/products/demo-ticket');
+    const foreign = await b.post('/cart/add', { ...fields, _csrf: hiddenFields(theirPage.body, '/cart/add')._csrf! });
     assert.equal(foreign.status, 403, 'a token belongs to its browser');
+    assert.equal(b.cookies.has('kessai_cart'), false, 'nothing was put in the cart');
+    assert.equal((await b.post('/checkout/confirm', {})).status, 403);
     assert.equal(await countOrders(), ordersBefore);
 
     const email = newEmail();
@@ -399,7 +403,7 @@ forEachEngine('customer accounts', (engine) => {
     assert.equal((await b.post('/account/logout', {})).status, 403);
 
     // The order page's pay-again form needs one too; the gateway's browser return is exempt.
-    const placed = await b.submit('/', '/checkout', fields);
+    const placed = await b.submit('/products/demo-ticket', '/cart/add', fields);
     assert.equal(placed.status, 303, 'with the token the same form goes through');
     const api = await fetch(`${store.url}/api/checkout`, {
       method: 'POST',
@@ -447,6 +451,8 @@ forEachEngine('customer accounts', (engine) => {
     assert.deepEqual(cookieSettings('https://shop.example.jp'), {
       session: '__Host-kessai_session',
       csrf: '__Host-kessai_csrf',
+      cart: '__Host-kessai_cart',
+      checkout: '__Host-kessai_checkout',
       options: { path: '/', httpOnly: true, sameSite: 'lax', secure: true },
     });
   });

@@ -13,7 +13,7 @@ import { atoneSandboxKeys, setShopSettings } from '../../src/commerce/shops.js';
 import { atoneApi, type AtonePayment } from '../../src/gateways/atone/index.js';
 import { forEachEngine } from '../helpers/db.js';
 import { eventually } from '../helpers/eventually.js';
-import { FormClient, hiddenFields } from '../helpers/browser.js';
+import { buyThroughShop, FormClient } from '../helpers/browser.js';
 import { readMails } from '../helpers/mail.js';
 import { ADMIN_TOKEN, onlyAttempt, sku, startStore, type TestStore } from '../helpers/store.js';
 
@@ -40,15 +40,10 @@ async function product(store: TestStore, stock: number, price: number): Promise<
   return code;
 }
 
-/** Orders through the shop page's form, as a browser does; answers the atone page's config and the order token. */
-async function orderOnPage(store: TestStore, code: string, quantity = 1, cookie = ''): Promise<{ config: AtoneConfig; token: string; html: string }> {
-  const home = await fetch(store.url, { headers: cookie ? { cookie } : {} });
-  const homeHtml = await home.text();
-  const csrf = /name="_csrf" value="([^"]+)"/.exec(homeHtml)?.[1];
-  const jar = [cookie, ...(home.headers.getSetCookie?.() ?? []).map((c) => c.split(';')[0])].filter(Boolean).join('; ');
-  const form = new URLSearchParams({ sku: code, quantity: String(quantity), email: 'taro@example.jp', name: '山田 太郎', provider: 'atone', ...(csrf ? { _csrf: csrf } : {}) });
-  const res = await fetch(`${store.url}/checkout`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', cookie: jar }, body: form.toString(), redirect: 'manual' });
-  const html = await res.text();
+/** Orders through the shop's pages, as a browser does; answers the atone page's config and the order token. */
+async function orderOnPage(store: TestStore, code: string, quantity = 1): Promise<{ config: AtoneConfig; token: string; html: string }> {
+  const res = await buyThroughShop(new FormClient(store.url), { sku: code, quantity, email: 'taro@example.jp', name: '山田 太郎', provider: 'atone' });
+  const html = res.body;
   assert.equal(res.status, 200, html.slice(0, 500));
   const json = /<script type="application\/json" id="atone-config">([^<]*)<\/script>/.exec(html);
   assert.ok(json, 'the page carries the atone config');
@@ -240,8 +235,7 @@ forEachEngine('atone through the store', (engine) => {
     assert.equal((await b.submit('/account/login', '/account/login', { email, password: 'correct horse battery' })).status, 303);
 
     const buy = async (code: string) => {
-      const home = await b.get('/');
-      const res = await b.post('/checkout', { ...hiddenFields(home.body, '/checkout'), sku: code, quantity: '1', email, name: '山田 花子', provider: 'atone' });
+      const res = await buyThroughShop(b, { sku: code, email, name: '山田 花子', provider: 'atone' });
       assert.equal(res.status, 200, res.body.slice(0, 300));
       return JSON.parse(/<script type="application\/json" id="atone-config">([^<]*)<\/script>/.exec(res.body)![1]!) as AtoneConfig;
     };

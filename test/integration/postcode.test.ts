@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { sandboxSecret, setShopSettings } from '../../src/commerce/shops.js';
 import { GeocoderError, googleLookup, japanPostLookup, normalisePostcode, townName } from '../../src/integrations/postcode/index.js';
+import { FormClient } from '../helpers/browser.js';
 import { startStore, type TestStore } from '../helpers/store.js';
 
 describe('postcodes', () => {
@@ -102,12 +103,22 @@ describe('postcodes through the store [sqlite]', () => {
     }
   });
 
-  it('the shop page carries the form fill script and the postcode field', async () => {
-    const html = await (await fetch(store.url)).text();
+  it('the checkout\'s address step carries the form fill script and the postcode field', async () => {
+    const html = await addressStep(store);
     assert.match(html, /<form[^>]*data-postcode/);
+    assert.match(html, /<input id="f-postcode" name="postcode"/);
     assert.match(html, /<script src="\/assets\/postcode.js"><\/script>/);
     const script = await fetch(`${store.url}/assets/postcode.js`);
     assert.equal(script.status, 200);
     assert.match(await script.text(), /\/api\/address\?postcode=/);
   });
 });
+
+/** The address step's page, reached as a customer reaches it: a CD in the cart, the details given. */
+async function addressStep(store: TestStore): Promise<string> {
+  const b = new FormClient(store.url);
+  await b.submit('/products/demo-cd', '/cart/add', { quantity: '1' });
+  const details = await b.submit('/checkout/customer', '/checkout/customer', { email: 'postcode@example.jp', name: '郵便 太郎' });
+  assert.equal(details.location, '/checkout/address');
+  return (await b.get('/checkout/address')).body;
+}

@@ -23,7 +23,7 @@ import { sjisUrlEncode } from '../../src/gateways/common/sjis.js';
 import { encodeMessage, orderedEntries, orderedValues, parseMessage, sbpsHash, sbpsXmlApi, verifyMessage } from '../../src/gateways/sbps/index.js';
 import { jstTimestamp } from '../../src/gateways/sbps/xml-api.js';
 import { sbpsSandbox } from '../../src/sandbox/sbps.js';
-import { FormClient } from '../helpers/browser.js';
+import { buyThroughShop, FormClient } from '../helpers/browser.js';
 import { forEachEngine } from '../helpers/db.js';
 import { eventually } from '../helpers/eventually.js';
 import { ADMIN_TOKEN, attempts, notificationsApplied, onlyAttempt, sku, startStore, type TestStore } from '../helpers/store.js';
@@ -381,8 +381,8 @@ forEachEngine('SBPS link type through the store', (engine) => {
 
   it('HTML checkout: an auto-submitting hand-off form with accept-charset Shift_JIS that SBPS accepts', async () => {
     const code = await product(store, 10, 1200);
-    // As a browser does: the shop page first (its form carries the CSRF token), then the post.
-    const res = await new FormClient(store.url).submit('/', '/checkout', { sku: code, quantity: '1', email: 'hanako@example.jp', name: '佐藤 花子', provider: 'sbps' });
+    // As a browser does: through the shop's pages (each form carries its CSRF token), then the confirm post.
+    const res = await buyThroughShop(new FormClient(store.url), { sku: code, email: 'hanako@example.jp', name: '佐藤 花子', provider: 'sbps' });
     const html = res.body;
     assert.equal(res.status, 200, html.slice(-800));
     assert.match(res.headers.get('content-type') ?? '', /^text\/html/);

@@ -2,20 +2,20 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { FastifyPluginAsync, FastifyReply } from 'fastify';
 import { z } from 'zod';
-import { attachOrder } from '../../accounts/orders.js';
-import { listProducts } from '../../commerce/catalog.js';
 import { findOrderByToken, orderView } from '../../commerce/orders.js';
-import { DEFAULT_SHOP_ID, getShopSettings } from '../../commerce/shops.js';
+import { getShopSettings } from '../../commerce/shops.js';
 import { checkTicket, ticketQrSvg, ticketUrl } from '../../commerce/tickets.js';
 import { KessaiError, parseInput } from '../../errors.js';
-import { availableMethods, checkout, readBack, retryPayment, type Payments } from '../../payments/service.js';
+import { availableMethods, orderBasket, readBack, retryPayment, type Payments } from '../../payments/service.js';
 import { forBrowser } from '../../payments/claims.js';
 import type { PaymentAction } from '../../payments/provider.js';
-import { currentCustomer, page } from '../front.js';
+import { page } from '../front.js';
+import { PROVIDER_LABELS } from './shop.js';
 
 /*
- * A small server-rendered shop front for the demo and for trying a gateway end to end in a
- * browser: product list, one-step order form, gateway hand-off, order status page.
+ * The pages after the order is placed: gateway hand-off, the customer's return from the gateway,
+ * the order page (paying again from it), tickets; and the shop front's static assets. The catalog,
+ * cart and checkout steps are in shop.ts.
  */
 
 const ASSETS: Record<string, { type: string; body: Buffer }> = Object.fromEntries(
@@ -42,12 +42,12 @@ export const STATE_LABELS: Record<string, string> = {
 };
 
 // Built once: a zod schema costs far more to build than to run.
-const formBody = z.record(z.string(), z.string());
 const tokenParams = z.object({ token: z.string() });
 const attemptQuery = z.object({ attempt: z.string().optional() }).passthrough();
 const providerBody = z.object({ provider: z.string() });
 
-function handoff(reply: FastifyReply, action: PaymentAction | null) {
+/** Sends the customer to the gateway: a redirect, an auto-submitting form, or the atone modal in the page. */
+export function handoff(reply: FastifyReply, action: PaymentAction | null) {
   if (!action) throw new KessaiError('payment_start_failed', 'the payment could not be started; please try again', 502);
   if (action.type === 'redirect') return reply.redirect(action.url, 303);
   if (action.type === 'form') return page(reply, 'handoff', { title: 'payment', action });
@@ -60,13 +60,6 @@ function handoff(reply: FastifyReply, action: PaymentAction | null) {
 
 export function pageRoutes(p: Payments): FastifyPluginAsync {
   const { ctx } = p;
-  const shopPage = async (reply: FastifyReply, error?: string) => {
-    const shop = await ctx.db.selectFrom('shops').select(['id', 'name']).where('id', '=', DEFAULT_SHOP_ID).executeTakeFirst();
-    if (!shop) return reply.status(404).type('text/plain; charset=utf-8').send('No shop yet: run `kessai seed-demo` or `kessai shop create`.');
-    const [products, methods] = await Promise.all([listProducts(ctx, shop.id), availableMethods(p, shop.id)]);
-    return page(reply, 'index', { title: shop.name, shop, products, methods, error }, error ? 400 : 200);
-  };
-
   return async (app) => {
     app.get('/assets/:name', { schema: { hide: true } }, async (request, reply) => {
       const asset = ASSETS[(request.params as { name: string }).name];
@@ -74,39 +67,18 @@ export function pageRoutes(p: Payments): FastifyPluginAsync {
       return reply.type(asset.type).header('cache-control', 'public, max-age=3600').send(asset.body);
     });
 
-    app.get('/', { schema: { hide: true } }, async (_request, reply) => shopPage(reply));
-
-    app.post('/checkout', { schema: { hide: true } }, async (request, reply) => {
-      const f = parseInput(formBody, request.body ?? {});
-      const address = f.postcode ? { name: f.name ?? '', postcode: f.postcode, prefecture: f.prefecture ?? '', city: f.city ?? '', line1: f.line1 ?? '', phone: f.phone ?? '' } : undefined;
-      try {
-        const result = await checkout(p, {
-          shop: DEFAULT_SHOP_ID,
-          customer: { email: f.email ?? '', name: f.name ?? '' },
-          shippingAddress: address,
-          lines: [{ sku: f.sku ?? '', quantity: Number(f.quantity) }],
-          payment: { provider: f.provider ?? '' },
-        });
-        const me = await currentCustomer(request);
-        if (me) await attachOrder(ctx, result.order.id, me.customerId);
-        if (!result.action) return reply.redirect(`/orders/${result.token}`, 303);
-        return handoff(reply, await forBrowser(p, result.token, result.action));
-      } catch (error) {
-        if (error instanceof KessaiError && error.status < 500) return shopPage(reply, error.message);
-        throw error;
-      }
-    });
-
-    app.get('/orders/:token', { schema: { hide: true } }, async (request, reply) => {
-      const { token } = parseInput(tokenParams, request.params);
+    const orderPage = async (reply: FastifyReply, token: string, payError?: string) => {
       const found = await findOrderByToken(ctx, token);
       const order = await orderView(ctx, found);
       const processing = order.state === 'pending_payment' && order.payment?.state === 'pending';
       // Also while an attempt is pending: a customer who left the gateway's page must be able to choose again.
       const canRetry = order.state === 'pending_payment';
-      const methods = canRetry ? await availableMethods(p, found.shop_id) : [];
-      return page(reply, 'order', { title: order.number, order, token, processing, canRetry, methods, stateLabel: STATE_LABELS[order.state] ?? order.state, refresh: processing ? 3 : undefined });
-    });
+      const methods = canRetry ? await availableMethods(p, found.shop_id, await orderBasket(p, found)) : [];
+      const refresh = processing && !payError ? 3 : undefined;
+      return page(reply, 'order', { title: order.number, order, token, processing, canRetry, methods, providerLabels: PROVIDER_LABELS, payError, stateLabel: STATE_LABELS[order.state] ?? order.state, refresh }, payError ? 400 : 200);
+    };
+
+    app.get('/orders/:token', { schema: { hide: true } }, async (request, reply) => orderPage(reply, parseInput(tokenParams, request.params).token));
 
     // The customer is back from the gateway: ask the gateway (never trust the query string), then show the order.
     app.get('/orders/:token/return', { schema: { hide: true } }, async (request, reply) => {
@@ -153,7 +125,13 @@ export function pageRoutes(p: Payments): FastifyPluginAsync {
       const { token } = parseInput(tokenParams, request.params);
       const { provider } = parseInput(providerBody, request.body);
       const order = await findOrderByToken(ctx, token);
-      const result = await retryPayment(p, order, token, { provider });
+      let result;
+      try {
+        result = await retryPayment(p, order, token, { provider });
+      } catch (error) {
+        if (error instanceof KessaiError && error.code === 'invalid_input') return orderPage(reply, token, error.problems[0]?.reason ?? error.message);
+        throw error;
+      }
       return handoff(reply, await forBrowser(p, token, result.action));
     });
 
