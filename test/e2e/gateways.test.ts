@@ -5,7 +5,7 @@ import type { Page } from 'playwright-core';
 import { hashPassword } from '../../src/accounts/passwords.js';
 import { komojuSandboxKeys } from '../../src/commerce/shops.js';
 import { newId, nowIso } from '../../src/ids.js';
-import { describeInBrowser } from '../helpers/chromium.js';
+import { buyInBrowser, describeInBrowser } from '../helpers/chromium.js';
 import { eventually } from '../helpers/eventually.js';
 
 /*
@@ -18,12 +18,7 @@ import { eventually } from '../helpers/eventually.js';
 describeInBrowser('gateways in a real browser [sqlite]', (suite) => {
   const withPage = suite.withPage;
 
-  async function order(page: Page, sku: string, provider: string): Promise<void> {
-    await page.goto('/');
-    await page.selectOption('select[name=sku]', sku);
-    await page.selectOption('select[name=provider]', provider);
-    await page.click('form.checkout button[type=submit]');
-  }
+  const order = (page: Page, sku: string, provider: string, email?: string) => buyInBrowser(page, { sku, provider, email });
 
   async function expectState(page: Page, label: RegExp): Promise<void> {
     await page.waitForURL(/\/orders\/[^/?]+$/);
@@ -131,7 +126,7 @@ describeInBrowser('gateways in a real browser [sqlite]', (suite) => {
     const who = await member();
     await withPage(t, async (page) => {
       await logIn(page, who);
-      await order(page, 'demo-serial', 'atone');
+      await order(page, 'demo-serial', 'atone', who.email);
       const modal = page.frameLocator('iframe[name=atone-sandbox]');
       const form = modal.locator('#atone-register');
       await form.getByLabel('お名前 / Name').fill('会員 花子');
@@ -148,7 +143,7 @@ describeInBrowser('gateways in a real browser [sqlite]', (suite) => {
       }, 10_000, 200);
 
       // The second order: atone opens at the confirmation, signed in by the kept token.
-      await order(page, 'demo-serial', 'atone');
+      await order(page, 'demo-serial', 'atone', who.email);
       const again = page.frameLocator('iframe[name=atone-sandbox]');
       await again.locator('#atone-authorize button').waitFor();
       assert.equal(await again.locator('#atone-login').count(), 0, 'no atone log-in asked');
@@ -162,7 +157,7 @@ describeInBrowser('gateways in a real browser [sqlite]', (suite) => {
     await withFaults(t, '/atone/api/faults', { dropBrowser: true }, { dropBrowser: false }, () =>
       withPage(t, async (page) => {
         await logIn(page, who);
-        await order(page, 'demo-serial', 'atone');
+        await order(page, 'demo-serial', 'atone', who.email);
         const modal = page.frameLocator('iframe[name=atone-sandbox]');
         await modal.locator('#atone-login input[name=email]').fill('taro@example.jp');
         await modal.locator('#atone-login input[name=password]').fill('password');
