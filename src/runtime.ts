@@ -8,6 +8,7 @@ import { migrateToLatest, openDatabase } from './db/index.js';
 import { buildApp } from './http/app.js';
 import { createMailer, type Mailer } from './integrations/mail/index.js';
 import { Dispatcher, type DispatcherOptions } from './jobs/dispatcher.js';
+import { MAIL_LOG_SCHEDULE, mailJobKinds } from './jobs/mail.js';
 import { JobRegistry } from './jobs/registry.js';
 import { Scheduler, type Schedule } from './jobs/schedules.js';
 import { createLogger, Metrics } from './observability.js';
@@ -33,6 +34,7 @@ export const SCHEDULES: Schedule[] = [
   { name: 'apply-received-notifications', cron: '* * * * *', kind: 'payments.apply-received' },
   { name: 'sweep-accounts', cron: '17 * * * *', kind: 'accounts.sweep' },
   CHART_SCHEDULE,
+  MAIL_LOG_SCHEDULE,
 ];
 
 export interface Runtime {
@@ -62,10 +64,11 @@ export async function createRuntime(config: Config, opts: { logDestination?: Nod
 
   const mailer = createMailer({ smtpUrl: config.smtpUrl, from: config.mailFrom, folder: `${config.dataDir}/mail` });
   const jobs = new JobRegistry();
-  for (const kind of paymentJobKinds(payments, mailer)) jobs.register(kind);
+  for (const kind of paymentJobKinds(payments)) jobs.register(kind);
   jobs.register(settleJobKind(payments));
   for (const kind of accountJobKinds(ctx)) jobs.register(kind);
-  for (const kind of chartJobKinds(mailer)) jobs.register(kind);
+  for (const kind of chartJobKinds()) jobs.register(kind);
+  for (const kind of mailJobKinds(mailer)) jobs.register(kind);
 
   return {
     ctx,

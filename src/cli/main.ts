@@ -14,6 +14,7 @@ import { ConfigError, loadConfig, readDotEnv, type Config } from '../config.js';
 import { migrateDown, migrateToLatest, migrationStatus, openDatabase } from '../db/index.js';
 import { KessaiError } from '../errors.js';
 import { listAlerts, listJobs, retryJob } from '../jobs/admin.js';
+import { listMailLog } from '../jobs/mail.js';
 import { verifyReport } from '../gateways/sbps/verify-report.js';
 import { createLogger } from '../observability.js';
 import { createRuntime, createServer, sandboxPlugins, startWorker, type Runtime } from '../runtime.js';
@@ -348,6 +349,21 @@ export function program(): Command {
       withRuntime(async (rt) => {
         const rows = await listAlerts(rt.ctx.db, { open: true });
         print(rows.map((a) => `${a.created_at}\t${a.kind}\t${a.message}`).join('\n') || 'no open alerts');
+      }),
+    );
+  const mail = cli.command('mail').description('transactional mail');
+  mail
+    .command('log')
+    .description('mail send attempts, newest first, e.g. `kessai mail log --outcome failed`')
+    .option('--to <address>', 'only mail to this address')
+    .option('--template <name>', 'only this template (e.g. order_paid, inquiry_staff)')
+    .addOption(new Option('--outcome <outcome>', 'only sent or only failed attempts').choices(['sent', 'failed']))
+    .option('--limit <n>', 'how many', '50')
+    .action((opts: { to?: string; template?: string; outcome?: 'sent' | 'failed'; limit: string }) =>
+      withRuntime(async (rt) => {
+        const limit = /^\d+$/.test(opts.limit) ? Math.min(500, Math.max(1, Number(opts.limit))) : 50;
+        const { entries } = await listMailLog(rt.ctx.db, { ...opts, limit });
+        print(entries.map((e) => `${e.created_at}\t${e.outcome}\t${e.template}\t${e.recipient}\tattempt=${e.attempt}\t${e.response ?? ''}`).join('\n') || 'no mail sent yet');
       }),
     );
   addChartCommands(cli, withRuntime);
