@@ -24,6 +24,7 @@ import { testpayProvider } from './payments/testpay.js';
 import { atoneSandbox } from './sandbox/atone.js';
 import { geocoderSandbox } from './sandbox/geocoder.js';
 import { komojuSandbox } from './sandbox/komoju.js';
+import { mailSandbox } from './sandbox/mail.js';
 import { sbpsSandbox } from './sandbox/sbps.js';
 import { testpaySandbox } from './sandbox/testpay.js';
 
@@ -102,6 +103,7 @@ export function sandboxPlugins(config: Config, log: Runtime['ctx']['log']): ((ap
       const atoneHooks = { member: `${config.publicUrl}/webhooks/atone/${DEFAULT_SHOP_ID}/member`, order: `${config.publicUrl}/webhooks/atone/${DEFAULT_SHOP_ID}/order` };
       await app.register(atoneSandbox({ shops: [{ ...atone, webhookUrls: atoneHooks, name: 'kessai demo' }], log }), { prefix: '/sandbox/atone' });
       await app.register(geocoderSandbox({ apiKey: sandboxSecret(config, 'geocoder') }), { prefix: '/sandbox/geocoder' });
+      await app.register(mailSandbox({ folder: `${config.dataDir}/mail`, smtpUrl: config.smtpUrl }), { prefix: '/sandbox/mail' });
     },
   ];
 }

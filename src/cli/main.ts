@@ -71,7 +71,7 @@ async function serve(opts: { port?: string; worker?: boolean; seed?: boolean }):
   ];
   if (cfg.sandbox) {
     lines.push(`  sandbox    ${base}/sandbox/sbps (SBPS), ${base}/sandbox/komoju (KOMOJU), ${base}/sandbox/atone (atone: taro@example.jp / password) and ${base}/sandbox/testpay; test card 4111111111111111`);
-    lines.push(`  mail       written to ${cfg.dataDir}/mail (no SMTP server in the sandbox)`);
+    lines.push(cfg.smtpUrl ? `  mail       sent through ${new URL(cfg.smtpUrl).host}` : `  mail       ${base}/sandbox/mail (every mail the store sent; files in ${cfg.dataDir}/mail, no SMTP server in the sandbox)`);
   }
   if (cfg.sandbox && !process.env.KESSAI_ADMIN_TOKEN) lines.push(`  operator   Authorization: Bearer ${cfg.adminToken}`);
   process.stdout.write(`${lines.join('\n')}\n\n`);
@@ -224,7 +224,7 @@ export function program(): Command {
       await app.register(formbody);
       for (const plugin of sandboxPlugins(cfg, log)) await plugin(app);
       await app.listen({ port: cfg.port, host: cfg.host });
-      print(`kessai sandbox on http://${cfg.host}:${cfg.port}/sandbox/sbps, /sandbox/komoju, /sandbox/atone, /sandbox/geocoder and /sandbox/testpay`);
+      print(`kessai sandbox on http://${cfg.host}:${cfg.port}/sandbox/sbps, /sandbox/komoju, /sandbox/atone, /sandbox/geocoder, /sandbox/mail and /sandbox/testpay`);
       process.on('SIGTERM', () => void app.close().then(() => process.exit(0)));
       process.on('SIGINT', () => void app.close().then(() => process.exit(0)));
     });
