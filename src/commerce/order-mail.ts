@@ -30,7 +30,7 @@ function paymentInstructions(details: Record<string, unknown>): string {
 async function shippingAddress(ctx: Context, orderId: string): Promise<string> {
   const a = await ctx.db.selectFrom('order_addresses').selectAll().where('order_id', '=', orderId).where('kind', '=', 'shipping').executeTakeFirst();
   if (!a) return '';
-  return `\nお届け先 / Ship to:\n  〒${a.postcode} ${a.prefecture}${a.city}${a.line1}${a.line2 ? ` ${a.line2}` : ''}\n  ${a.name} 様\n`;
+  return `\nお届け先 / Ship to:\n  〒${a.postcode.slice(0, 3)}-${a.postcode.slice(3)} ${a.prefecture}${a.city}${a.line1}${a.line2 ? ` ${a.line2}` : ''}\n  ${a.name} 様\n`;
 }
 
 function ticketList(tickets: TicketView[]): string {
