@@ -6,9 +6,11 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { after, before, it } from 'node:test';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
 import { createOrder } from '../../src/commerce/orders.js';
 import { setShopSettings } from '../../src/commerce/shops.js';
+import { createMailer } from '../../src/integrations/mail/index.js';
 import { MAIL_TEMPLATES } from '../../src/jobs/mail.js';
 import { enqueue } from '../../src/jobs/outbox.js';
 import { forEachEngine } from '../helpers/db.js';
@@ -24,7 +26,8 @@ forEachEngine('transactional mail over SMTP', (engine) => {
   let smtp: SmtpSink;
   before(async () => {
     smtp = await SmtpSink.create();
-    store = await startStore(engine, { KESSAI_SMTP_URL: smtp.url });
+    // Enough attempts (50–500 ms apart in tests) that no mail dead-letters during an outage.
+    store = await startStore(engine, { KESSAI_SMTP_URL: smtp.url, KESSAI_JOB_MAX_ATTEMPTS: '100' });
     await setShopSettings(store.rt.ctx, 'default', { 'mail.staffAddress': STAFF });
     store.startWorker();
   });
@@ -234,5 +237,57 @@ forEachEngine('transactional mail over SMTP', (engine) => {
     const lost = await get('?before=mlg_nope');
     assert.equal(lost.status, 400);
     assert.ok(lost.body.error?.problems.some((p) => p.field === 'before'));
+  });
+});
+
+describe('the sandbox mail page [sqlite]', () => {
+  let store: TestStore;
+  before(async () => {
+    // No KESSAI_SMTP_URL: the development mailer writes to the mail folder the page reads.
+    store = await startStore('sqlite');
+    store.startWorker();
+  });
+  after(async () => {
+    await store?.close();
+  });
+
+  const get = async (path: string) => {
+    const res = await fetch(`${store.url}${path}`);
+    return { status: res.status, body: await res.text(), csp: res.headers.get('content-security-policy') ?? '' };
+  };
+
+  it('lists what the store sent, newest first, and shows a mail with its text; its HTML never runs in the store\'s origin', async () => {
+    assert.match((await get('/sandbox/mail')).body, /まだメールはありません/);
+    await enqueue(store.rt.ctx.db, { kind: 'mail.send', payload: { template: 'lottery_applied', shopId: 'default', applicationId: 'LA-1', email: 'fan@example.jp', name: '推し 活子', lotteryName: '春の先行抽選', productName: 'アクスタ', quantity: 1, resultAt: '2026-04-01T03:00:00Z' } });
+    await eventually(async () => assert.match((await get('/sandbox/mail')).body, /抽選お申し込み受付/), 10_000);
+    // A mail with an HTML part that tries to run a script, written by the same development mailer.
+    const mailer = createMailer({ from: 'kessai <no-reply@localhost>', folder: join(store.dataDir, 'mail') });
+    await new Promise((r) => setTimeout(r, 20));
+    const png = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==', 'base64');
+    await mailer.send({ to: 'x@example.jp', id: 'sandbox-html-test', subject: 'HTMLのメール', text: 'テキスト部分です', html: '<p>HTML部分</p><img src="cid:dot@kessai"><script>parent.document.title="pwned"</script>', images: [{ cid: 'dot@kessai', filename: 'dot.png', contentType: 'image/png', content: png }] });
+    mailer.close();
+
+    const list = await get('/sandbox/mail');
+    assert.equal(list.status, 200);
+    const subjects = [...list.body.matchAll(/<a href="\/sandbox\/mail\/([^"]+)">([^<]*)<\/a>/g)].map((m) => [m[1], m[2]]);
+    assert.equal(subjects.length, 2);
+    assert.equal(subjects[0]![1], 'HTMLのメール', 'newest first');
+    assert.match(subjects[1]![1]!, /抽選お申し込み受付/);
+    assert.match(list.body, /fan@example\.jp/);
+
+    const one = await get(`/sandbox/mail/${subjects[0]![0]}`);
+    assert.equal(one.status, 200);
+    assert.match(one.body, /<h1>HTMLのメール<\/h1>/);
+    assert.match(one.body, /<pre>テキスト部分です\n?<\/pre>/);
+    assert.ok(!one.body.includes('<script>'), 'the mail\'s markup is not in the page');
+    assert.match(one.body, /<iframe sandbox src="\/sandbox\/mail\/sandbox-html-test\.eml\/html"/);
+
+    const html = await get('/sandbox/mail/sandbox-html-test.eml/html');
+    assert.equal(html.status, 200);
+    assert.match(html.csp, /default-src 'none'/);
+    assert.match(html.csp, /(^|; )sandbox(;|$)/, 'no origin, no script, even when opened directly');
+    assert.match(html.body, /<img src="data:image\/png;base64,/, 'inline images shown from the mail itself');
+
+    for (const bad of ['..%2F..%2Fkessai.db', '%2Fetc%2Fpasswd', 'nope.eml']) assert.equal((await get(`/sandbox/mail/${bad}`)).status, 404, bad);
   });
 });
