@@ -69,7 +69,7 @@ export async function createRuntime(config: Config, opts: { logDestination?: Nod
   jobs.register(settleJobKind(payments));
   for (const kind of accountJobKinds(ctx)) jobs.register(kind);
   for (const kind of chartJobKinds()) jobs.register(kind);
-  for (const kind of mailJobKinds(mailer)) jobs.register(kind);
+  for (const kind of mailJobKinds(mailer, { maxAttempts: config.mailMaxAttempts })) jobs.register(kind);
 
   return {
     ctx,

@@ -29,11 +29,12 @@ export const MAIL_LOG_RETENTION_DAYS = 90;
 
 export const MAIL_LOG_SCHEDULE: Schedule = { name: 'sweep-mail-log', cron: '40 4 * * *', kind: 'mail.sweep-log' };
 
-export function mailJobKinds(mailer: Mailer, templates: readonly MailTemplate[] = MAIL_TEMPLATES): JobKind[] {
+export function mailJobKinds(mailer: Mailer, opts: { maxAttempts: number }, templates: readonly MailTemplate[] = MAIL_TEMPLATES): JobKind[] {
   const byName = new Map(templates.map((t) => [t.name, t]));
   return [
     {
       kind: 'mail.send',
+      maxAttempts: opts.maxAttempts,
       async run(payload, job) {
         const name = (payload as { template?: unknown } | null)?.template;
         const template = typeof name === 'string' ? byName.get(name) : undefined;

@@ -67,7 +67,7 @@ describeInBrowser(
     env: async () => {
       smtp = await SmtpSink.create({ running: false });
       // Enough attempts (50–500 ms apart in tests) that the outage outlasts no mail.
-      return { KESSAI_SMTP_URL: smtp.url, KESSAI_MAIL_FROM: 'kessai demo <staff@example.jp>', KESSAI_JOB_MAX_ATTEMPTS: '100' };
+      return { KESSAI_SMTP_URL: smtp.url, KESSAI_MAIL_FROM: 'kessai demo <staff@example.jp>', KESSAI_MAIL_MAX_ATTEMPTS: '100' };
     },
   },
 );

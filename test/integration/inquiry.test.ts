@@ -21,7 +21,7 @@ forEachEngine('inquiry form', (engine) => {
   before(async () => {
     smtp = await SmtpSink.create();
     // No mail.staffAddress set: the staff's copy goes to the sender address.
-    store = await startStore(engine, { KESSAI_SMTP_URL: smtp.url, KESSAI_MAIL_FROM: `デモショップ <${SHOP_ADDRESS}>`, KESSAI_TRUST_PROXY: 'loopback', KESSAI_JOB_MAX_ATTEMPTS: '100' });
+    store = await startStore(engine, { KESSAI_SMTP_URL: smtp.url, KESSAI_MAIL_FROM: `デモショップ <${SHOP_ADDRESS}>`, KESSAI_TRUST_PROXY: 'loopback', KESSAI_MAIL_MAX_ATTEMPTS: '100' });
     store.startWorker();
   });
   after(async () => {

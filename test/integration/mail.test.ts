@@ -27,7 +27,7 @@ forEachEngine('transactional mail over SMTP', (engine) => {
   before(async () => {
     smtp = await SmtpSink.create();
     // Enough attempts (50–500 ms apart in tests) that no mail dead-letters during an outage.
-    store = await startStore(engine, { KESSAI_SMTP_URL: smtp.url, KESSAI_JOB_MAX_ATTEMPTS: '100' });
+    store = await startStore(engine, { KESSAI_SMTP_URL: smtp.url, KESSAI_MAIL_MAX_ATTEMPTS: '100' });
     await setShopSettings(store.rt.ctx, 'default', { 'mail.staffAddress': STAFF });
     store.startWorker();
   });
