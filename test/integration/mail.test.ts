@@ -5,9 +5,11 @@
  * and refusing a recipient for good; the mail log's row per attempt; the admin API over it.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { createOrder } from '../../src/commerce/orders.js';
 import { setShopSettings } from '../../src/commerce/shops.js';
 import { createMailer } from '../../src/integrations/mail/index.js';
@@ -237,6 +239,20 @@ forEachEngine('transactional mail over SMTP', (engine) => {
     const lost = await get('?before=mlg_nope');
     assert.equal(lost.status, 400);
     assert.ok(lost.body.error?.problems.some((p) => p.field === 'before'));
+  });
+
+  it('`kessai mail log` prints the attempts to an address', async () => {
+    const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url)), 'mail', 'log', '--to', 'nobody@example.jp'], {
+      env: { PATH: process.env.PATH ?? '', DATABASE_URL: store.database.url, KESSAI_DATA_DIR: store.dataDir, KESSAI_MASTER_KEY: '00'.repeat(32), KESSAI_ADMIN_TOKEN: ADMIN_TOKEN, LOG_LEVEL: 'silent' },
+      timeout: 60_000,
+    });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString('utf8')));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString('utf8')));
+    const code = await new Promise((resolve) => child.on('close', resolve));
+    assert.equal(code, 0, out);
+    assert.match(out, /\tfailed\tlottery_applied\tnobody@example\.jp\tattempt=1\tRCPT TO: 550 5\.1\.1/);
+    assert.equal(out.trim().split('\n').length, 1);
   });
 });
 
