@@ -60,6 +60,7 @@ const schema = z.object({
     .default([]),
   KESSAI_SMTP_URL: z.url({ protocol: /^smtps?$/, error: 'must be an smtp:// or smtps:// URL' }).optional(),
   KESSAI_MAIL_FROM: z.string().min(3).default('kessai <no-reply@localhost>'),
+  KESSAI_MAIL_MAX_ATTEMPTS: positiveInt('KESSAI_MAIL_MAX_ATTEMPTS').default(20),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -86,6 +87,8 @@ export interface Config {
   /** SMTP server for outgoing mail; without one (sandbox only) mails are written to dataDir/mail. */
   smtpUrl: string | undefined;
   mailFrom: string;
+  /** Tries of one mail before it is dead-lettered: more than other jobs, so mail outlives an SMTP outage of hours. */
+  mailMaxAttempts: number;
   logLevel: z.infer<typeof schema>['LOG_LEVEL'];
   /** The described store's own keys, read for the default shop. */
   legacyShopEnv: Partial<Record<(typeof LEGACY_SHOP_ENV_KEYS)[number], string>>;
@@ -178,6 +181,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     trustProxy: e.KESSAI_TRUST_PROXY.filter((p) => p !== 'off'),
     smtpUrl: e.KESSAI_SMTP_URL,
     mailFrom: e.KESSAI_MAIL_FROM,
+    mailMaxAttempts: e.KESSAI_MAIL_MAX_ATTEMPTS,
     logLevel: e.LOG_LEVEL,
     legacyShopEnv,
     warnings,

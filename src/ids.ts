@@ -55,3 +55,15 @@ export function newSecret(): string {
 export function nowIso(date: Date = new Date()): string {
   return date.toISOString();
 }
+
+/**
+ * A number a customer can read out on the phone: a letter, the JST date and 8 characters without
+ * look-alikes (K260123-7F3K9QAB for an order, Q… for an inquiry).
+ */
+export function readableNumber(prefix: string, now: Date): string {
+  const jst = new Date(now.getTime() + 9 * 3600_000).toISOString();
+  const date = jst.slice(2, 10).replace(/-/g, '');
+  const alphabet = '23456789ABCDEFGHJKLMNPQRSTUVWXYZ';
+  const suffix = [...random(8)].map((b) => alphabet[b % alphabet.length]).join('');
+  return `${prefix}${date}-${suffix}`;
+}

@@ -9,6 +9,7 @@ import { migrateToLatest, openDatabase } from './db/index.js';
 import { buildApp } from './http/app.js';
 import { createMailer, type Mailer } from './integrations/mail/index.js';
 import { Dispatcher, type DispatcherOptions } from './jobs/dispatcher.js';
+import { MAIL_LOG_SCHEDULE, mailJobKinds } from './jobs/mail.js';
 import { JobRegistry } from './jobs/registry.js';
 import { Scheduler, type Schedule } from './jobs/schedules.js';
 import { createLogger, Metrics } from './observability.js';
@@ -27,6 +28,7 @@ import { atoneSandbox } from './sandbox/atone.js';
 import { chekichaSandbox } from './sandbox/chekicha.js';
 import { geocoderSandbox } from './sandbox/geocoder.js';
 import { komojuSandbox } from './sandbox/komoju.js';
+import { mailSandbox } from './sandbox/mail.js';
 import { sbpsSandbox } from './sandbox/sbps.js';
 import { testpaySandbox } from './sandbox/testpay.js';
 
@@ -38,6 +40,7 @@ export const SCHEDULES: Schedule[] = [
   { name: 'sweep-accounts', cron: '17 * * * *', kind: 'accounts.sweep' },
   CHART_SCHEDULE,
   { name: 'renew-subscriptions', cron: '0 6 * * *', kind: 'subscriptions.renew' },
+  MAIL_LOG_SCHEDULE,
 ];
 
 export interface Runtime {
@@ -67,12 +70,13 @@ export async function createRuntime(config: Config, opts: { logDestination?: Nod
 
   const mailer = createMailer({ smtpUrl: config.smtpUrl, from: config.mailFrom, folder: `${config.dataDir}/mail` });
   const jobs = new JobRegistry();
-  for (const kind of paymentJobKinds(payments, mailer)) jobs.register(kind);
+  for (const kind of paymentJobKinds(payments)) jobs.register(kind);
   jobs.register(settleJobKind(payments));
   for (const kind of [...editJobKinds(payments), ...subscriptionJobKinds(payments)]) jobs.register(kind);
   for (const kind of accountJobKinds(ctx)) jobs.register(kind);
-  for (const kind of chartJobKinds(mailer)) jobs.register(kind);
   jobs.register(chekichaLinkJob);
+  for (const kind of chartJobKinds()) jobs.register(kind);
+  for (const kind of mailJobKinds(mailer, { maxAttempts: config.mailMaxAttempts })) jobs.register(kind);
 
   return {
     ctx,
@@ -107,6 +111,7 @@ export function sandboxPlugins(config: Config, log: Runtime['ctx']['log']): ((ap
       await app.register(atoneSandbox({ shops: [{ ...atone, webhookUrls: atoneHooks, name: 'kessai demo' }], log }), { prefix: '/sandbox/atone' });
       await app.register(geocoderSandbox({ apiKey: sandboxSecret(config, 'geocoder') }), { prefix: '/sandbox/geocoder' });
       await app.register(chekichaSandbox({ partners: [{ partnerId: CHEKICHA_SANDBOX_PARTNER, apiKey: sandboxSecret(config, 'chekicha') }], log }), { prefix: '/sandbox/chekicha' });
+      await app.register(mailSandbox({ folder: `${config.dataDir}/mail`, smtpUrl: config.smtpUrl }), { prefix: '/sandbox/mail' });
     },
   ];
 }

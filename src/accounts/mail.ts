@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { Context } from '../context.js';
-import type { Mail, Mailer } from '../integrations/mail/index.js';
+import type { Mail } from '../integrations/mail/index.js';
+import { jstTime as jst, MAIL_FOOTER as FOOTER, mailTemplates, type PayloadOf } from '../jobs/mail-template.js';
 import { mintToken, TOKEN_TTL_MS, type Purpose } from './tokens.js';
 
 /*
@@ -9,43 +10,21 @@ import { mintToken, TOKEN_TTL_MS, type Purpose } from './tokens.js';
  * never a token, so no secret waits in the jobs table, and only the token's hash is stored.
  */
 
-export const ACCOUNT_MAIL_TEMPLATES = [
-  'account_verify',
-  'account_exists',
-  'account_reset',
-  'account_email_change',
-  'account_email_changed',
-  'account_password_changed',
-] as const;
-
-const payloadSchema = z.discriminatedUnion('template', [
-  z.object({ template: z.literal('account_verify'), customerId: z.string() }),
-  z.object({ template: z.literal('account_exists'), customerId: z.string() }),
+const schemas = {
+  account_verify: z.object({ customerId: z.string() }),
+  account_exists: z.object({ customerId: z.string() }),
   // By address: the reset request does not look the account up (service.ts requestReset).
-  z.object({ template: z.literal('account_reset'), shopId: z.string(), email: z.string() }),
-  z.object({ template: z.literal('account_email_change'), customerId: z.string(), newEmail: z.string() }),
-  z.object({ template: z.literal('account_email_changed'), customerId: z.string(), oldEmail: z.string() }),
-  z.object({ template: z.literal('account_password_changed'), customerId: z.string() }),
-]);
-export type AccountMailPayload = z.infer<typeof payloadSchema>;
+  account_reset: z.object({ shopId: z.string(), email: z.string() }),
+  account_email_change: z.object({ customerId: z.string(), newEmail: z.string() }),
+  account_email_changed: z.object({ customerId: z.string(), oldEmail: z.string() }),
+  account_password_changed: z.object({ customerId: z.string() }),
+};
+export type AccountMailPayload = PayloadOf<typeof schemas>;
 
-/** Whether a `mail.send` payload is an account mail (the others are order mails). */
-export function isAccountMail(payload: unknown): boolean {
-  const template = (payload as { template?: unknown } | null)?.template;
-  return typeof template === 'string' && (ACCOUNT_MAIL_TEMPLATES as readonly string[]).includes(template);
-}
-
-const jst = (d: Date) => d.toLocaleString('ja-JP', { timeZone: 'Asia/Tokyo', dateStyle: 'medium', timeStyle: 'short' });
 const hours = (purpose: Purpose) => TOKEN_TTL_MS[purpose] / 3600_000;
-const FOOTER = '\n--\nこのメールは送信専用です。/ This address does not receive replies.\n';
 const NOT_YOU = 'お心当たりがない場合は、このメールを破棄してください。/ If this was not you, you can ignore this mail.';
 
-/** Sends one account mail; some payloads send nothing (an unknown address asking for a reset, an account verified meanwhile). */
-export async function sendAccountMail(ctx: Context, mailer: Mailer, payload: unknown, jobId: string): Promise<void> {
-  const mail = await accountMail(ctx, payloadSchema.parse(payload), jobId);
-  if (mail) await mailer.send(mail);
-}
-
+/** Some payloads send nothing: an unknown address asking for a reset, an account verified meanwhile. */
 async function accountMail(ctx: Context, p: AccountMailPayload, jobId: string): Promise<Mail | null> {
   const base = ctx.config.publicUrl;
   const customer =
@@ -133,3 +112,5 @@ async function accountMail(ctx: Context, p: AccountMailPayload, jobId: string): 
       };
   }
 }
+
+export const ACCOUNT_MAILS = mailTemplates(schemas, accountMail);

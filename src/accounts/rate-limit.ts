@@ -29,6 +29,9 @@ export const RULES = {
   // Registering sends the address a mail: this keeps anyone from flooding a stranger's inbox.
   registerEmail: { name: 'register.email', limit: 5, windowMs: 60 * MINUTE },
   emailChange: { name: 'email_change.customer', limit: 5, windowMs: 60 * MINUTE },
+  // The inquiry form mails the address typed into it: per IP, and per address so no one's inbox is flooded.
+  inquiryIp: { name: 'inquiry.ip', limit: 10, windowMs: 60 * MINUTE },
+  inquiryEmail: { name: 'inquiry.email', limit: 5, windowMs: 60 * MINUTE },
 } satisfies Record<string, Rule>;
 
 /** Bucket keys carry a hash, not the address or email itself: the table holds no personal data. */

@@ -28,7 +28,7 @@ export function normalizeEmail(email: string): string {
   return email.normalize('NFKC').trim().toLowerCase();
 }
 
-const email = z
+export const email = z
   .string()
   .transform(normalizeEmail)
   .pipe(z.string().min(1, { error: '入力してください / required' }).max(254, { error: '254文字以内で入力してください / must be at most 254 characters' }))

@@ -16,6 +16,7 @@ import { ConfigError, loadConfig, readDotEnv, type Config } from '../config.js';
 import { migrateDown, migrateToLatest, migrationStatus, openDatabase } from '../db/index.js';
 import { KessaiError } from '../errors.js';
 import { listAlerts, listJobs, retryJob } from '../jobs/admin.js';
+import { listMailLog } from '../jobs/mail.js';
 import { verifyReport } from '../gateways/sbps/verify-report.js';
 import { createLogger } from '../observability.js';
 import { createRuntime, createServer, sandboxPlugins, startWorker, type Runtime } from '../runtime.js';
@@ -72,7 +73,7 @@ async function serve(opts: { port?: string; worker?: boolean; seed?: boolean }):
   ];
   if (cfg.sandbox) {
     lines.push(`  sandbox    ${base}/sandbox/sbps (SBPS), ${base}/sandbox/komoju (KOMOJU), ${base}/sandbox/atone (atone: taro@example.jp / password), ${base}/sandbox/chekicha (Chekicha account links) and ${base}/sandbox/testpay; test card 4111111111111111`);
-    lines.push(`  mail       written to ${cfg.dataDir}/mail (no SMTP server in the sandbox)`);
+    lines.push(cfg.smtpUrl ? `  mail       sent through ${new URL(cfg.smtpUrl).host}` : `  mail       ${base}/sandbox/mail (every mail the store sent; files in ${cfg.dataDir}/mail, no SMTP server in the sandbox)`);
   }
   if (cfg.sandbox && !process.env.KESSAI_ADMIN_TOKEN) lines.push(`  operator   Authorization: Bearer ${cfg.adminToken}`);
   process.stdout.write(`${lines.join('\n')}\n\n`);
@@ -225,7 +226,7 @@ export function program(): Command {
       await app.register(formbody);
       for (const plugin of sandboxPlugins(cfg, log)) await plugin(app);
       await app.listen({ port: cfg.port, host: cfg.host });
-      print(`kessai sandbox on http://${cfg.host}:${cfg.port}/sandbox/sbps, /sandbox/komoju, /sandbox/atone, /sandbox/geocoder, /sandbox/chekicha and /sandbox/testpay`);
+      print(`kessai sandbox on http://${cfg.host}:${cfg.port}/sandbox/sbps, /sandbox/komoju, /sandbox/atone, /sandbox/geocoder, /sandbox/chekicha, /sandbox/mail and /sandbox/testpay`);
       process.on('SIGTERM', () => void app.close().then(() => process.exit(0)));
       process.on('SIGINT', () => void app.close().then(() => process.exit(0)));
     });
@@ -386,6 +387,21 @@ export function program(): Command {
       withRuntime(async (rt) => {
         const rows = await listAlerts(rt.ctx.db, { open: true });
         print(rows.map((a) => `${a.created_at}\t${a.kind}\t${a.message}`).join('\n') || 'no open alerts');
+      }),
+    );
+  const mail = cli.command('mail').description('transactional mail');
+  mail
+    .command('log')
+    .description('mail send attempts, newest first, e.g. `kessai mail log --outcome failed`')
+    .option('--to <address>', 'only mail to this address')
+    .option('--template <name>', 'only this template (e.g. order_paid, inquiry_staff)')
+    .addOption(new Option('--outcome <outcome>', 'only sent or only failed attempts').choices(['sent', 'failed']))
+    .option('--limit <n>', 'how many', '50')
+    .action((opts: { to?: string; template?: string; outcome?: 'sent' | 'failed'; limit: string }) =>
+      withRuntime(async (rt) => {
+        const limit = /^\d+$/.test(opts.limit) ? Math.min(500, Math.max(1, Number(opts.limit))) : 50;
+        const { entries } = await listMailLog(rt.ctx.db, { ...opts, limit });
+        print(entries.map((e) => `${e.created_at}\t${e.outcome}\t${e.template}\t${e.recipient}\tattempt=${e.attempt}\t${e.response ?? ''}`).join('\n') || 'no mail sent yet');
       }),
     );
   addChartCommands(cli, withRuntime);

@@ -1,6 +1,5 @@
 import { z } from 'zod';
 import { StopRetrying } from '../errors.js';
-import type { Mailer } from '../integrations/mail/index.js';
 import { enqueue } from '../jobs/outbox.js';
 import type { JobKind } from '../jobs/registry.js';
 import type { Schedule } from '../jobs/schedules.js';
@@ -23,7 +22,7 @@ const SEND_TIMEOUT_SECONDS = 300;
 
 const sendPayload = z.object({ shop: z.string(), target: z.enum(CHART_TARGETS), date: z.string() });
 
-export function chartJobKinds(mailer: Mailer): JobKind[] {
+export function chartJobKinds(): JobKind[] {
   return [
     {
       kind: 'charts.daily',
@@ -54,13 +53,6 @@ export function chartJobKinds(mailer: Mailer): JobKind[] {
           if (job.attempt >= maxAttempts) throw new Error(`${describeError(error)} (${resendHint(req)})`, { cause: error });
           throw error;
         }
-      },
-    },
-    {
-      kind: 'charts.alert-mail',
-      async run(payload) {
-        const mail = z.object({ to: z.string(), subject: z.string(), text: z.string(), id: z.string() }).parse(payload);
-        await mailer.send(mail);
       },
     },
   ];

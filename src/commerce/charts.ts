@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { sql } from 'kysely';
 import { Counter } from 'prom-client';
 import type { Logger } from 'pino';
+import { z } from 'zod';
 import type { Context } from '../context.js';
 import type { ChartRun } from '../db/schema.js';
 import { KessaiError } from '../errors.js';
@@ -12,6 +13,7 @@ import { uploadFtp } from '../integrations/charts/ftp.js';
 import { oriconFormat, parseOriconColumns } from '../integrations/charts/oricon.js';
 import { uploadSftp } from '../integrations/charts/sftp.js';
 import { ChartUploadError, type ChartUpload } from '../integrations/charts/transport.js';
+import { mailTemplates } from '../jobs/mail-template.js';
 import { enqueue } from '../jobs/outbox.js';
 import type { Metrics } from '../observability.js';
 import { chartSales, parseReportDate, reportingWindow } from './chart-sales.js';
@@ -267,8 +269,8 @@ async function recordFailure(ctx: Context, run: ChartRun, error: unknown, final:
       if (alertTo) {
         // Through the outbox, in the same transaction: the mail exists exactly when the failure is recorded.
         await enqueue(tx, {
-          kind: 'charts.alert-mail',
-          payload: failureMail(run, message, alertTo),
+          kind: 'mail.send',
+          payload: { template: 'chart_alert', ...failureMail(run, message, alertTo) },
           dedupeKey: `charts.alert-mail:${run.id}:${run.attempts}`,
         });
       }
@@ -281,12 +283,11 @@ async function recordFailure(ctx: Context, run: ChartRun, error: unknown, final:
   else log.warn({ error: message, attempts: run.attempts }, 'chart report failed; it will be retried');
 }
 
-export interface AlertMail {
-  to: string;
-  subject: string;
-  text: string;
-  id: string;
-}
+const alertMail = z.object({ to: z.string(), subject: z.string(), text: z.string(), id: z.string() });
+export type AlertMail = z.infer<typeof alertMail>;
+
+/** The operator's mail about a report that finally failed: written when the failure is recorded. */
+export const CHART_MAILS = mailTemplates({ chart_alert: alertMail }, async (_ctx, { to, subject, text, id }) => ({ to, subject, text, id }));
 
 function failureMail(run: ChartRun, message: string, to: string): AlertMail {
   const name = TARGET_NAMES[run.target];

@@ -47,6 +47,7 @@ export type OrderEffect =
   | 'notify_paid'
   | 'notify_refund'
   | 'notify_cancelled'
+  | 'notify_shipped'
   | 'alert_hold';
 
 export interface OrderTransition {
@@ -91,7 +92,7 @@ export const ORDER_TRANSITIONS: ReadonlyArray<OrderTransition> = Object.freeze([
   { from: 'authorized', event: 'cancel', to: 'cancelled', effects: CANCELLED },
   { from: 'authorized', event: 'hold', to: 'on_hold', effects: HOLD },
 
-  { from: 'paid', event: 'ship', to: 'shipped', effects: NONE },
+  { from: 'paid', event: 'ship', to: 'shipped', effects: ['notify_shipped'] },
   { from: 'paid', event: 'refund_partial', to: 'partially_refunded', effects: REFUND },
   { from: 'paid', event: 'refund_full', to: 'refunded', effects: REFUND },
   // An order made smaller (order-edit.ts) gets the difference back and still holds what it paid for.

@@ -1,9 +1,12 @@
+import { z } from 'zod';
 import type { Context } from '../context.js';
 import { escapeHtml } from '../html.js';
+import type { Mail } from '../integrations/mail/index.js';
+import { mailTemplates } from '../jobs/mail-template.js';
 import { orderSerialCodes } from './serial-codes.js';
 import { orderTickets, ticketQrPng, type TicketView } from './tickets.js';
 
-export const ORDER_MAIL_TEMPLATES = ['order_paid', 'payment_instructions', 'refund', 'order_cancelled'] as const;
+export const ORDER_MAIL_TEMPLATES = ['order_paid', 'payment_instructions', 'refund', 'order_cancelled', 'order_shipped'] as const;
 export type OrderMailTemplate = (typeof ORDER_MAIL_TEMPLATES)[number];
 
 const yen = (n: number) => `${n.toLocaleString('ja-JP')}円`;
@@ -21,6 +24,13 @@ function paymentInstructions(details: Record<string, unknown>): string {
   ];
   const shown = rows.filter(([, v]) => v !== undefined && v !== null && v !== '').map(([k, v]) => `  ${k}: ${String(v)}`);
   return shown.length > 0 ? shown.join('\n') : '  ご注文ページをご覧ください / See your order page.';
+}
+
+/** Where the parcel goes, as the customer wrote it (nothing for orders without a shipping address). */
+async function shippingAddress(ctx: Context, orderId: string): Promise<string> {
+  const a = await ctx.db.selectFrom('order_addresses').selectAll().where('order_id', '=', orderId).where('kind', '=', 'shipping').executeTakeFirst();
+  if (!a) return '';
+  return `\nお届け先 / Ship to:\n  〒${a.postcode.slice(0, 3)}-${a.postcode.slice(3)} ${a.prefecture}${a.city}${a.line1}${a.line2 ? ` ${a.line2}` : ''}\n  ${a.name} 様\n`;
 }
 
 function ticketList(tickets: TicketView[]): string {
@@ -51,7 +61,7 @@ async function ticketsHtml(intro: string, summary: string, tickets: TicketView[]
  * The text of an order mail, read from the order as it is when the mail is sent (a retried mail
  * shows the current state, not a stale copy).
  */
-export async function orderMail(ctx: Context, template: OrderMailTemplate, orderId: string, jobId: string) {
+export async function orderMail(ctx: Context, template: OrderMailTemplate, orderId: string, jobId: string): Promise<Mail> {
   const order = await ctx.db.selectFrom('orders').selectAll().where('id', '=', orderId).executeTakeFirstOrThrow();
   const shop = await ctx.db.selectFrom('shops').select('name').where('id', '=', order.shop_id).executeTakeFirstOrThrow();
   const lines = await ctx.db.selectFrom('order_lines').selectAll().where('order_id', '=', orderId).orderBy('position').execute();
@@ -73,6 +83,7 @@ export async function orderMail(ctx: Context, template: OrderMailTemplate, order
     ? `\nシリアルコード / Serial codes (${serials.length}):\n${serials.map((c, i) => `  ${i + 1}. ${c.productName}\n     ${c.code}\n     有効期間 / Valid ${c.validFrom} – ${c.validUntil} (JST)`).join('\n')}\n`
     : '';
   const paidIntro = 'お支払いを確認しました。/ We have received your payment.';
+  const shipTo = template === 'order_shipped' ? await shippingAddress(ctx, orderId) : '';
   const bodies: Record<OrderMailTemplate, { subject: string; text: string }> = {
     order_paid: {
       subject: `【${shop.name}】ご注文ありがとうございます (${order.number})`,
@@ -90,7 +101,19 @@ export async function orderMail(ctx: Context, template: OrderMailTemplate, order
       subject: `【${shop.name}】ご注文キャンセルのお知らせ (${order.number})`,
       text: `ご注文はキャンセルされました。/ Your order has been cancelled.\n\n${summary}\n${voidText}`,
     },
+    order_shipped: {
+      subject: `【${shop.name}】商品発送のお知らせ (${order.number})`,
+      text: `ご注文の商品を発送しました。/ Your order has been shipped.\n\n${summary}\n${shipTo}`,
+    },
   };
   const withQr = template === 'order_paid' && valid.length > 0 ? await ticketsHtml(paidIntro, `${summary}\n${serialText}`, valid, order.number) : {};
   return { to: order.email, id: `${template}.${order.number}.${jobId}`, ...bodies[template], ...withQr };
 }
+
+const byOrder = z.object({ orderId: z.string() });
+
+/** Order mails read the order when they are sent; the payload names it only. */
+export const ORDER_MAILS = mailTemplates(
+  { order_paid: byOrder, payment_instructions: byOrder, refund: byOrder, order_cancelled: byOrder, order_shipped: byOrder } satisfies Record<OrderMailTemplate, z.ZodType>,
+  (ctx, p, jobId) => orderMail(ctx, p.template, p.orderId, jobId),
+);

@@ -5,7 +5,7 @@ import type { Context } from '../context.js';
 import { forUpdate, type Tx } from '../db/index.js';
 import type { Order } from '../db/schema.js';
 import { KessaiError, notFound, parseInput, type FieldProblem, invalid } from '../errors.js';
-import { newId, newSecret, nowIso, random } from '../ids.js';
+import { newId, newSecret, nowIso, readableNumber } from '../ids.js';
 import { enqueue } from '../jobs/outbox.js';
 import { linkAfterPurchase } from './chekicha-link.js';
 import { applyOrderEvent, type OrderSnapshot } from './decide.js';
@@ -82,11 +82,7 @@ export function hashToken(token: string): string {
  * (32^8 per day: a collision is a one-in-millions event even on a flash-sale day, and is retried).
  */
 function orderNumber(now: Date): string {
-  const jst = new Date(now.getTime() + 9 * 3600_000).toISOString();
-  const date = jst.slice(2, 10).replace(/-/g, '');
-  const alphabet = '23456789ABCDEFGHJKLMNPQRSTUVWXYZ';
-  const suffix = [...random(8)].map((b) => alphabet[b % alphabet.length]).join('');
-  return `K${date}-${suffix}`;
+  return readableNumber('K', now);
 }
 
 /** Tax included in a tax-inclusive amount, rounded down once per rate (the invoice rule). */
@@ -331,6 +327,7 @@ export async function applyOrderChange(tx: Tx, order: Order, next: OrderChange, 
     notify_payment_instructions: 'payment_instructions',
     notify_refund: 'refund',
     notify_cancelled: 'order_cancelled',
+    notify_shipped: 'order_shipped',
   };
   for (const effect of effects) {
     const template = mails[effect];

@@ -8,6 +8,7 @@ import { KessaiError, invalid, notFound, parseInput, type FieldProblem } from '.
 import { nowIso } from '../ids.js';
 import { CHEKICHA_DEFAULT_API_URL } from '../integrations/chekicha/connect.js';
 import { CHART_SETTINGS } from './chart-settings.js';
+import { mailAddress } from '../integrations/mail/index.js';
 import { mask, open, seal } from './secrets.js';
 
 /*
@@ -75,6 +76,7 @@ export const SHOP_SETTINGS: readonly SettingDef[] = [
   { key: 'komoju.paymentTypes', description: 'KOMOJU payment types offered, comma-separated (e.g. credit_card,konbini,pay_easy)', secret: false, kind: 'string', check: text(/^[a-z_]+(,[a-z_]+)*$/, 'must be KOMOJU payment types separated by commas, e.g. credit_card,konbini'), fallback: () => 'credit_card,konbini' },
   { key: 'komoju.captureMode', description: 'auto (a card payment is captured at once) or manual (authorized; capture later, cards only)', secret: false, kind: 'string', check: z.enum(['auto', 'manual'], { error: 'must be auto or manual' }), fallback: () => 'auto' },
   { key: 'postcode.provider', description: 'where postcodes are looked up: japanpost (Japan Post data shipped with kessai, no network) or google (Geocoding API, Japan Post data when it fails)', secret: false, kind: 'string', check: z.enum(['japanpost', 'google'], { error: 'must be japanpost or google' }), fallback: () => 'japanpost' },
+  { key: 'mail.staffAddress', description: 'who receives the inquiry form\'s messages (default: the address of KESSAI_MAIL_FROM)', secret: false, kind: 'string', check: z.email({ error: 'must be an e-mail address' }), fallback: (c) => mailAddress(c.mailFrom) },
   { key: 'google.mapsApiKey', description: 'Google Geocoding API key (for postcode.provider=google)', secret: true, kind: 'string', check: secret, env: 'GOOGLE_MAPS_API_KEY', fallback: sandboxOnly((c) => sandboxSecret(c, 'geocoder')) },
   { key: 'google.geocodingUrl', description: 'Google Geocoding API URL', secret: false, kind: 'string', check: url, fallback: (c) => (c.sandbox ? `${c.publicUrl}/sandbox/geocoder/maps/api/geocode/json` : 'https://maps.googleapis.com/maps/api/geocode/json') },
   { key: 'chekicha.enabled', description: "Link members' Chekicha accounts after a serial-code purchase, and offer the link on the my page", secret: false, kind: 'boolean', check: bool, fallback: () => false },

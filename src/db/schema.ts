@@ -338,6 +338,36 @@ export interface CustomerLinkTable {
   updated_at: string;
 }
 
+/** One attempt to hand a mail over (migration 0008); a retried mail has a row per attempt. */
+export interface MailLogTable {
+  id: string;
+  job_id: string;
+  template: string;
+  recipient: string;
+  subject: string;
+  /** The Message-ID header, the same on every attempt of one mail. */
+  message_id: string;
+  outcome: 'sent' | 'failed';
+  /** The SMTP server's answer (or the error, or the file written in development). */
+  response: string | null;
+  attempt: number;
+  created_at: string;
+}
+
+/** A message sent through the inquiry form (migration 0008), stored before any mail about it. */
+export interface InquiryTable {
+  id: string;
+  shop_id: string;
+  /** The number shown to the customer, e.g. Q260123-7F3K9QAB. */
+  reference: string;
+  name: string;
+  email: string;
+  category: string;
+  order_number: string | null;
+  body: string;
+  created_at: string;
+}
+
 export interface Database {
   customer_links: CustomerLinkTable;
   shops: ShopTable;
@@ -364,6 +394,8 @@ export interface Database {
   rate_limits: RateLimitTable;
   subscriptions: SubscriptionTable;
   subscription_orders: SubscriptionOrderTable;
+  mail_log: MailLogTable;
+  inquiries: InquiryTable;
 }
 
 export type Shop = Selectable<ShopTable>;
@@ -410,3 +442,5 @@ export interface SubscriptionOrderTable {
 }
 
 export type Subscription = Selectable<SubscriptionTable>;
+export type MailLogEntry = Selectable<MailLogTable>;
+export type Inquiry = Selectable<InquiryTable>;

@@ -11,6 +11,7 @@ import { atoneRoutes } from './routes/atone.js';
 import { apiRoutes } from './routes/api.js';
 import { adminRoutes } from './routes/admin.js';
 import { healthRoutes } from './routes/health.js';
+import { inquiryRoutes } from './routes/inquiry.js';
 import { docsRoutes } from './routes/docs.js';
 import { pageRoutes } from './routes/pages.js';
 import { shopRoutes } from './routes/shop.js';
@@ -96,6 +97,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     await front.register(shopRoutes(opts.payments));
     await front.register(pageRoutes(opts.payments));
     await front.register(accountRoutes(opts.payments));
+    await front.register(inquiryRoutes(opts.payments));
   });
   for (const plugin of opts.plugins ?? []) await plugin(app);
   return app;

@@ -1,7 +1,4 @@
 import { z } from 'zod';
-import { isAccountMail, sendAccountMail } from '../accounts/mail.js';
-import { ORDER_MAIL_TEMPLATES, orderMail } from '../commerce/order-mail.js';
-import type { Mailer } from '../integrations/mail/index.js';
 import { nowIso } from '../ids.js';
 import { enqueue } from '../jobs/outbox.js';
 import type { JobKind } from '../jobs/registry.js';
@@ -10,8 +7,7 @@ import { expireOrder, readBack, runOperation, type Payments } from './service.js
 
 /*
  * The outbox job kinds of the payment pipeline. Each handler is idempotent: it may run again after
- * a crash, so gateway calls carry the job's own id as their idempotency key and mails keep their
- * Message-ID.
+ * a crash, so gateway calls carry the job's own id as their idempotency key (mail: jobs/mail.ts).
  */
 
 /** How long an attempt may sit unfinished before the gateway is asked, and for how long we keep asking. */
@@ -22,7 +18,7 @@ const CHECK_PAID_AFTER_MS = 60 * 60_000;
 
 const attemptPayload = z.object({ attemptId: z.string(), amount: z.number().int().nonnegative().default(0) });
 
-export function paymentJobKinds(p: Payments, mailer: Mailer): JobKind[] {
+export function paymentJobKinds(p: Payments): JobKind[] {
   const operation = (kind: 'capture' | 'refund' | 'cancel'): JobKind => ({
     kind: `payment.${kind}`,
     async run(payload, job) {
@@ -110,14 +106,6 @@ export function paymentJobKinds(p: Payments, mailer: Mailer): JobKind[] {
           // The job fails, so it is retried and, if it keeps failing, dead-lettered with an alert.
           throw new Error(`${failed.length} recorded notification(s) could not be applied and stay received (first: event ${failed[0]!.id}: ${failed[0]!.error})`);
         }
-      },
-    },
-    {
-      kind: 'mail.send',
-      async run(payload, job) {
-        if (isAccountMail(payload)) return sendAccountMail(p.ctx, mailer, payload, job.jobId);
-        const { template, orderId } = z.object({ template: z.enum(ORDER_MAIL_TEMPLATES), orderId: z.string() }).parse(payload);
-        await mailer.send(await orderMail(p.ctx, template, orderId, job.jobId));
       },
     },
   ];

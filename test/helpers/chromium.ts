@@ -18,7 +18,8 @@ export interface BrowserSuite {
   withPage(t: TestContext, fn: (page: Page) => Promise<void>): Promise<void>;
 }
 
-export function describeInBrowser(name: string, fn: (suite: BrowserSuite) => void): void {
+/** `env`: configuration the store starts with, made when the suite starts (a port of a server the test runs). */
+export function describeInBrowser(name: string, fn: (suite: BrowserSuite) => void, opts: { env?: () => Promise<Record<string, string>> } = {}): void {
   if (!CHROMIUM) {
     process.stderr.write(`[e2e] no Chromium found (install Debian's chromium or set KESSAI_CHROMIUM): "${name}" not run\n`);
     return;
@@ -27,7 +28,7 @@ export function describeInBrowser(name: string, fn: (suite: BrowserSuite) => voi
     let store: TestStore | undefined;
     let browser: Browser | undefined;
     before(async () => {
-      store = await startStore('sqlite');
+      store = await startStore('sqlite', await opts.env?.());
       store.startWorker();
       browser = await chromium.launch({
         executablePath: CHROMIUM,

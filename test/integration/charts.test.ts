@@ -258,7 +258,7 @@ forEachEngine('chart reports over SFTP and FTPS', (engine) => {
       assert.match(alert.message, /host key mismatch: expected SHA256:.*kessai charts send --shop default --date 2026-01-17 --target oricon/);
       const r = await run('oricon', '2026-01-17');
       assert.equal(r.outcome, 'dead');
-      const mail = await settle('charts.alert-mail');
+      const mail = await settle('mail.send');
       assert.equal(mail.state, 'done');
       const eml = readdirSync(join(dataDir, 'mail')).map((f) => readFileSync(join(dataDir, 'mail', f), 'utf8')).find((m) => m.includes('2026-01-17'));
       assert.ok(eml, 'the operator was mailed');

@@ -53,7 +53,7 @@ const SPEC: Partial<Record<OrderState, Partial<Record<OrderEvent, [OrderState, O
     hold: ['on_hold', ['alert_hold']],
   },
   paid: {
-    ship: ['shipped', []],
+    ship: ['shipped', ['notify_shipped']],
     refund_partial: ['partially_refunded', ['notify_refund']],
     refund_full: ['refunded', ['notify_refund']],
     refund_covered: ['paid', ['notify_refund']], // the money kept still pays for the order

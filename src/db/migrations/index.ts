@@ -6,6 +6,7 @@ import * as m0004 from './0004_serial_codes.js';
 import * as m0005 from './0005_chart_runs.js';
 import * as m0006 from './0006_accounts.js';
 import * as m0007 from './0007_customer_links.js';
+import * as m0008 from './0008_mail_log_inquiries.js';
 import * as m0009 from './0009_subscriptions.js';
 
 /** Every migration, in order. A landed migration is never edited: add the next one. */
@@ -17,5 +18,6 @@ export const migrations: Record<string, Migration> = {
   '0005_chart_runs': m0005,
   '0006_accounts': m0006,
   '0007_customer_links': m0007,
+  '0008_mail_log_inquiries': m0008,
   '0009_subscriptions': m0009,
 };

@@ -34,7 +34,7 @@ const tokenQuery = z.object({ token: z.string().max(200).default('') });
 type Errors = Record<string, string>;
 
 /** The first reason for each field, to show next to it. */
-function fieldErrors(error: unknown): Errors | null {
+export function fieldErrors(error: unknown): Errors | null {
   if (!(error instanceof KessaiError) || error.code !== 'invalid_input') return null;
   const errors: Errors = {};
   for (const p of error.problems) errors[p.field] ??= p.reason;
@@ -55,7 +55,7 @@ function retryText(retryAt: Date): string {
   return `試行回数が多すぎます。${at}（日本時間、約${minutes}分後）以降にもう一度お試しください。/ Too many attempts: try again after ${at} JST (in about ${minutes} minute${minutes === 1 ? '' : 's'}).`;
 }
 
-function rateLimited(reply: FastifyReply, retryAt: Date): string {
+export function rateLimited(reply: FastifyReply, retryAt: Date): string {
   reply.header('retry-after', String(Math.max(1, Math.ceil((retryAt.getTime() - Date.now()) / 1000))));
   return retryText(retryAt);
 }

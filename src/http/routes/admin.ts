@@ -8,6 +8,7 @@ import { cancelSubscription, listSubscriptions } from '../../commerce/subscripti
 import { editOrder } from '../../payments/edits.js';
 import { KessaiError, parseInput } from '../../errors.js';
 import { listAlerts, listJobs, resolveAlert, retryJob } from '../../jobs/admin.js';
+import { listMailLog } from '../../jobs/mail.js';
 import { requestOperation, type Payments } from '../../payments/service.js';
 import { doc } from '../schema.js';
 
@@ -95,6 +96,20 @@ export function adminRoutes(p: Payments): FastifyPluginAsync {
       const { id } = parseInput(idParams, request.params);
       if (!(await retryJob(ctx.db, id))) throw new KessaiError('not_retryable', `job ${id} does not exist or is running or done`, 409);
       return { id, state: 'pending' };
+    });
+    const mailLogQuery = z.strictObject({
+      to: z.string().max(320).optional(),
+      template: z.string().max(64).optional(),
+      outcome: z.enum(['sent', 'failed'], { error: 'must be sent or failed' }).optional(),
+      before: z.string().max(64).optional(),
+      limit: z.coerce.number().int().min(1).max(500).optional(),
+    });
+    app.get('/mail-log', { schema: { tags: ['admin'], security, summary: 'Mail send attempts, newest first; page with `before` = the previous page\'s `next`', querystring: doc(mailLogQuery) } }, async (request) => {
+      const { entries, next } = await listMailLog(ctx.db, parseInput(mailLogQuery, request.query));
+      return {
+        entries: entries.map((e) => ({ id: e.id, at: e.created_at, template: e.template, to: e.recipient, subject: e.subject, messageId: e.message_id, outcome: e.outcome, response: e.response, attempt: e.attempt, jobId: e.job_id })),
+        next,
+      };
     });
     app.get('/alerts', { schema: { tags: ['admin'], security, summary: 'Alerts for the operator' } }, async (request) => {
       const q = parseInput(alertQuery, request.query);

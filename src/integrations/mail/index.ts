@@ -27,13 +27,59 @@ export interface Mail {
    * mail clients (Gmail, Outlook) do not show.
    */
   images?: InlineImage[];
+  /** Where a reply goes, when not to the sender (staff answering a customer's inquiry). */
+  replyTo?: string;
   /** Message-ID seed: the same mail retried keeps the same id, so receivers can drop duplicates. */
   id: string;
 }
 
+/** What the receiving side said: the SMTP server's answer, or the file the development mailer wrote. */
+export interface Sent {
+  messageId: string;
+  response: string;
+}
+
 export interface Mailer {
-  send(mail: Mail): Promise<void>;
+  send(mail: Mail): Promise<Sent>;
   close(): void;
+}
+
+/**
+ * Waits short enough that a hung server fails the job well inside its run timeout, so the outbox
+ * retries it instead of the run being cut off (nodemailer waits 2 minutes to connect by default).
+ */
+const SMTP_TIMEOUTS = { connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 30_000 };
+
+interface SmtpError {
+  code?: string;
+  command?: string;
+  responseCode?: number;
+  response?: string;
+  message?: string;
+}
+
+/**
+ * The server refused the recipient for good (5xx to RCPT TO: no such mailbox, domain unknown): the
+ * same mail to the same address will be refused again, so retrying only delays telling a person.
+ * A 4xx, an unreachable server or a 5xx to any other command (authentication, the message itself)
+ * can be fixed by waiting or by the operator, and is retried.
+ */
+export function isRecipientRejected(error: unknown): boolean {
+  const e = error as SmtpError | null;
+  return e?.command === 'RCPT TO' && typeof e.responseCode === 'number' && e.responseCode >= 500 && e.responseCode < 600;
+}
+
+/** One line for the mail log: the server's own answer when there is one. */
+export function describeMailError(error: unknown): string {
+  const e = error as SmtpError | null;
+  if (e?.response) return `${e.command ? `${e.command}: ` : ''}${e.response}`;
+  if (e?.code) return `${e.code}: ${e.message ?? ''}`;
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** The bare address of a From line such as `kessai <no-reply@example.jp>`. */
+export function mailAddress(from: string): string {
+  return /<([^<>]+)>\s*$/.exec(from)?.[1]?.trim() ?? from.trim();
 }
 
 function message(from: string, mail: Mail) {
@@ -42,6 +88,7 @@ function message(from: string, mail: Mail) {
     to: mail.to,
     subject: mail.subject,
     text: mail.text,
+    ...(mail.replyTo === undefined ? {} : { replyTo: mail.replyTo }),
     ...(mail.html === undefined ? {} : { html: mail.html }),
     ...(mail.images?.length ? { attachments: mail.images } : {}),
     messageId: `<${mail.id}@kessai>`,
@@ -50,10 +97,11 @@ function message(from: string, mail: Mail) {
 
 export function createMailer(opts: { smtpUrl?: string; from: string; folder: string }): Mailer {
   if (opts.smtpUrl) {
-    const transport: Transporter = nodemailer.createTransport(opts.smtpUrl);
+    const transport: Transporter = nodemailer.createTransport({ url: opts.smtpUrl, ...SMTP_TIMEOUTS });
     return {
       async send(mail) {
-        await transport.sendMail(message(opts.from, mail));
+        const info = await transport.sendMail(message(opts.from, mail));
+        return { messageId: info.messageId, response: String(info.response ?? '') };
       },
       close: () => transport.close(),
     };
@@ -64,7 +112,9 @@ export function createMailer(opts: { smtpUrl?: string; from: string; folder: str
       const info = await transport.sendMail(message(opts.from, mail));
       await mkdir(opts.folder, { recursive: true });
       // Named by id: a retried job overwrites its own file instead of adding a second mail.
-      await writeFile(join(opts.folder, `${mail.id.replace(/[^\w.-]/g, '_')}.eml`), info.message as Buffer);
+      const file = join(opts.folder, `${mail.id.replace(/[^\w.-]/g, '_')}.eml`);
+      await writeFile(file, info.message as Buffer);
+      return { messageId: info.messageId, response: `written to ${file}` };
     },
     close: () => transport.close(),
   };
