@@ -332,7 +332,7 @@ forEachEngine('atone subscriptions', (engine) => {
     const free = await product(store, 0);
     const zero = await checkout(store, [{ sku: free, quantity: 1 }], 'atone');
     assert.equal(zero.status, 400);
-    assert.match(((await zero.json()) as ErrorBody).error.problems[0]?.reason ?? '', /atone takes orders of at least 1 yen; this one is 0 yen/);
+    assert.match(((await zero.json()) as ErrorBody).error.problems[0]?.reason ?? '', /atone takes orders from 1 yen; this order is 0 yen/);
     const one = await place(store, [{ sku: await product(store, 1), quantity: 1 }]);
     assert.equal(one.payment.type, 'atone');
     assert.equal(one.payment.config!.payment.amount, 1);

@@ -14,7 +14,7 @@ import { pino } from 'pino';
 import { chekichaLinkJob } from '../../src/commerce/chekicha-link.js';
 import { ChekichaError, idempotencyKey, linkAccount, linkBody, type ChekichaLinkRequest } from '../../src/integrations/chekicha/connect.js';
 import { chekichaSandbox } from '../../src/sandbox/chekicha.js';
-import { FormClient } from '../helpers/browser.js';
+import { buyThroughShop, FormClient } from '../helpers/browser.js';
 import { forEachEngine } from '../helpers/db.js';
 import { eventually } from '../helpers/eventually.js';
 import { readMails } from '../helpers/mail.js';
@@ -79,7 +79,7 @@ forEachEngine('Chekicha account link', (engine) => {
 
   /** Checks out the demo serial-code product in the shop front and pays with the sandbox card. */
   async function buySerial(b: FormClient, email: string) {
-    const checkout = await b.submit('/', '/checkout', { sku: 'demo-serial', quantity: '1', email, name: '星野 アイ', provider: 'testpay' });
+    const checkout = await buyThroughShop(b, { sku: 'demo-serial', email, name: '星野 アイ', provider: 'testpay' });
     assert.equal(checkout.status, 303, checkout.body);
     const paid = await fetch(`${checkout.location!}/card`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: '', redirect: 'manual' });
     await paid.arrayBuffer();
