@@ -103,7 +103,13 @@ export interface CreatedOrder {
  * checkouts can never both take the last unit, and a failure anywhere rolls everything back.
  */
 export async function createOrder(ctx: Context, input: unknown): Promise<CreatedOrder> {
-  const o = parseInput(orderInput, input);
+  return createValidOrder(ctx, parseInput(orderInput, input));
+}
+
+export type ValidOrderInput = z.output<typeof orderInput>;
+
+/** createOrder for input already parsed with `orderInput` (the checkout parses it once, up front). */
+export async function createValidOrder(ctx: Context, o: ValidOrderInput): Promise<CreatedOrder> {
   // One line per SKU: two lines of the same SKU must be checked against stock together.
   const wanted = new Map<string, number>();
   for (const line of o.lines) wanted.set(line.sku, (wanted.get(line.sku) ?? 0) + line.quantity);
