@@ -6,12 +6,19 @@
  * One fresh SQLite file (WAL, synchronous=NORMAL, as openDatabase sets it), one process, one driver
  * stack (Kysely over better-sqlite3, BEGIN IMMEDIATE). Measured, interleaved round by round so that
  * drift hits every series alike:
- *   baseline  — transactions that each insert one row into a scratch table;
+ *   baseline  — transactions that each insert one row into a scratch table and commit on their own
+ *               (a second connection to the same file, opened with group commit off): the raw
+ *               single-row transaction rate of the file;
+ *   grouped baseline — the same transactions through the store's connection, where concurrent
+ *               transactions share a commit (group commit, src/db/index.ts);
  *   checkout  — createOrder (validation, stock reservation, customer, order, line, address,
- *               reservation, payment attempt, two audit rows, one outbox job), without the gateway
- *               hand-off of payments/checkout(), which is a network call to the sandbox gateway.
- * Each series runs sequentially (one caller) and with N concurrent callers; SQLite has one writer,
- * so the concurrent figures show the cost of queueing on its one connection, not parallelism.
+ *               reservation, payment attempt, two audit rows, one outbox job) through the store's
+ *               connection, without the gateway hand-off of payments/checkout(), which is a
+ *               network call to the sandbox gateway.
+ * Each series runs sequentially (one caller) and with N concurrent callers. SQLite has one writer:
+ * concurrent callers queue on the one connection, and the store commits the transactions that
+ * queued together (one caller alone commits each one, so the grouped baseline is measured with N
+ * callers only).
  * Figures are medians over the rounds; the ratio checkout/baseline is the figure that travels
  * between machines. `--statements` wraps every prepared statement with a timer and prints where a
  * checkout's time goes (it slows everything a little: read the throughput from a run without it).
@@ -28,6 +35,7 @@ import { createProduct } from '../src/commerce/catalog.js';
 import { createOrder, type OrderInput } from '../src/commerce/orders.js';
 import { createShop } from '../src/commerce/shops.js';
 import { loadConfig } from '../src/config.js';
+import { openDatabase } from '../src/db/index.js';
 import { newId } from '../src/ids.js';
 import { createRuntime } from '../src/runtime.js';
 
@@ -99,6 +107,9 @@ type Scratch = {
 };
 await sql`create table bench_scratch (id text primary key, payload text not null, created_at text not null)`.execute(db);
 const scratch = db.withTables<Scratch>();
+// The raw rate: every transaction commits on its own.
+const raw = openDatabase(file, { maxGroupCommit: 1 });
+const rawScratch = raw.db.withTables<Scratch>();
 
 await createShop(ctx, { id: 'bench', name: 'bench shop' });
 // A physical product (so the address row is written too) with stock that never runs out.
@@ -112,11 +123,14 @@ const checkoutInput: OrderInput = {
   payment: { provider: 'testpay', method: 'card' },
 };
 
-async function baselineTx(): Promise<void> {
-  await scratch.transaction().execute(async (tx) => {
-    await tx.insertInto('bench_scratch').values({ id: newId('bch'), payload: 'x', created_at: new Date().toISOString() }).execute();
-  });
+function insertRow(on: typeof scratch): () => Promise<void> {
+  return () =>
+    on.transaction().execute(async (tx) => {
+      await tx.insertInto('bench_scratch').values({ id: newId('bch'), payload: 'x', created_at: new Date().toISOString() }).execute();
+    });
 }
+const baselineTx = insertRow(rawScratch);
+const groupedBaselineTx = insertRow(scratch);
 
 /**
  * Order numbers are K + date + 6 random characters (32^6 a day), so among tens of thousands of orders
@@ -159,6 +173,7 @@ const series = {
   baselineSeq: [] as number[],
   checkoutSeq: [] as number[],
   baselineConc: [] as number[],
+  groupedBaselineConc: [] as number[],
   checkoutConc: [] as number[],
 };
 
@@ -170,17 +185,19 @@ process.stderr.write(`[throughput] SQLite ${sqliteVersion} at ${file}; warm-up $
 await rate(baselineTx, 1, WARMUP_SECONDS);
 await rate(checkoutTx, 1, WARMUP_SECONDS);
 await rate(baselineTx, CONCURRENCY, WARMUP_SECONDS / 2);
+await rate(groupedBaselineTx, CONCURRENCY, WARMUP_SECONDS / 2);
 await rate(checkoutTx, CONCURRENCY, WARMUP_SECONDS / 2);
 
 for (let round = 1; round <= ROUNDS; round++) {
   series.baselineSeq.push(await rate(baselineTx, 1, SECONDS));
   series.checkoutSeq.push(await rate(checkoutTx, 1, SECONDS));
   series.baselineConc.push(await rate(baselineTx, CONCURRENCY, SECONDS));
+  series.groupedBaselineConc.push(await rate(groupedBaselineTx, CONCURRENCY, SECONDS));
   series.checkoutConc.push(await rate(checkoutTx, CONCURRENCY, SECONDS));
   const last = (xs: number[]) => xs[xs.length - 1]!.toFixed(0);
   process.stderr.write(
     `[throughput] round ${round}: baseline ${last(series.baselineSeq)}/s, checkout ${last(series.checkoutSeq)}/s; ` +
-      `×${CONCURRENCY}: baseline ${last(series.baselineConc)}/s, checkout ${last(series.checkoutConc)}/s\n`,
+      `×${CONCURRENCY}: baseline ${last(series.baselineConc)}/s, grouped baseline ${last(series.groupedBaselineConc)}/s, checkout ${last(series.checkoutConc)}/s\n`,
   );
 }
 
@@ -200,16 +217,20 @@ if (counts.reserved !== orderCount) throw new Error(`reserved ${counts.reserved}
  * checkpoint off, run a batch, read the frame count. Every frame is a pwrite of header and page at
  * commit, and is copied back into the database file by the next checkpoint.
  */
-async function pagesPerTx(op: () => Promise<void>, batch: number): Promise<number> {
+async function pagesPerTx(op: () => Promise<void>, batch: number, callers = 1): Promise<number> {
   await sql`pragma wal_checkpoint(truncate)`.execute(db);
   await sql`pragma wal_autocheckpoint = 0`.execute(db);
-  for (let i = 0; i < batch; i++) await op();
+  await Promise.all(Array.from({ length: callers }, async () => {
+    for (let i = 0; i < batch / callers; i++) await op();
+  }));
   const row = (await sql<{ log: number }>`pragma wal_checkpoint(passive)`.execute(db)).rows[0]!;
   await sql`pragma wal_autocheckpoint = 1000`.execute(db);
   return row.log / batch;
 }
-const baselinePages = await pagesPerTx(baselineTx, 1000);
+// Through the store's connection (wal_autocheckpoint is per connection); one caller commits each transaction alone.
+const baselinePages = await pagesPerTx(groupedBaselineTx, 1000);
 const checkoutPages = await pagesPerTx(checkoutTx, 200);
+const checkoutPagesConc = await pagesPerTx(checkoutTx, 200 * CONCURRENCY, CONCURRENCY);
 
 // ------------------------------------------------------------------ statement breakdown (optional)
 
@@ -252,15 +273,19 @@ const result = {
   baselineSeq: Math.round(median(series.baselineSeq)),
   checkoutSeq: Math.round(median(series.checkoutSeq)),
   baselineConc: Math.round(median(series.baselineConc)),
+  groupedBaselineConc: Math.round(median(series.groupedBaselineConc)),
   checkoutConc: Math.round(median(series.checkoutConc)),
   ratioSeq: median(series.checkoutSeq) / median(series.baselineSeq),
   ratioConc: median(series.checkoutConc) / median(series.baselineConc),
+  // Against single-row transactions that share commits as the checkouts do.
+  ratioConcGrouped: median(series.checkoutConc) / median(series.groupedBaselineConc),
   // Each round's checkout rate over the same round's baseline: less sensitive to drift between rounds.
   ratioSeqPerRoundMedian: median(series.checkoutSeq.map((c, i) => c / series.baselineSeq[i]!)),
   ratioConcPerRoundMedian: median(series.checkoutConc.map((c, i) => c / series.baselineConc[i]!)),
+  ratioConcGroupedPerRoundMedian: median(series.checkoutConc.map((c, i) => c / series.groupedBaselineConc[i]!)),
   ordersCreated: orderCount,
   orderNumberCollisions: numberCollisions,
-  walPagesPerTx: { baseline: Number(baselinePages.toFixed(1)), checkout: Number(checkoutPages.toFixed(1)) },
+  walPagesPerTx: { baseline: Number(baselinePages.toFixed(1)), checkout: Number(checkoutPages.toFixed(1)), checkoutConc: Number(checkoutPagesConc.toFixed(1)) },
   goal: GOAL,
 };
 
@@ -270,6 +295,7 @@ const rows = [
   ['baseline (1-row insert tx)', '1', ...stats(series.baselineSeq)],
   ['checkout (createOrder)', '1', ...stats(series.checkoutSeq)],
   ['baseline (1-row insert tx)', String(CONCURRENCY), ...stats(series.baselineConc)],
+  ['grouped baseline (1-row insert tx, shared commits)', String(CONCURRENCY), ...stats(series.groupedBaselineConc)],
   ['checkout (createOrder)', String(CONCURRENCY), ...stats(series.checkoutConc)],
 ];
 function stats(xs: number[]): string[] {
@@ -279,7 +305,8 @@ const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length))
 console.log(`\ncheckout throughput — SQLite ${sqliteVersion} (WAL, synchronous=NORMAL), Node ${process.version}, ${ROUNDS} rounds × ${SECONDS} s`);
 for (const r of rows) console.log(r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  '));
 console.log(`ratio checkout/baseline (of the medians): sequential ${pct(result.ratioSeq)}, ${CONCURRENCY} callers ${pct(result.ratioConc)}; median of per-round ratios ${pct(result.ratioSeqPerRoundMedian)} / ${pct(result.ratioConcPerRoundMedian)} (goal ≥ ${pct(GOAL)}: ${result.ratioSeq >= GOAL ? 'met' : 'NOT met'} sequential, ${result.ratioConc >= GOAL ? 'met' : 'NOT met'} concurrent)`);
-console.log(`WAL pages written per transaction: baseline ${baselinePages.toFixed(1)}, checkout ${checkoutPages.toFixed(1)}`);
+console.log(`ratio checkout/grouped baseline, ${CONCURRENCY} callers: ${pct(result.ratioConcGrouped)} of the medians, ${pct(result.ratioConcGroupedPerRoundMedian)} median of per-round ratios`);
+console.log(`WAL pages written per transaction: baseline ${baselinePages.toFixed(1)}, checkout ${checkoutPages.toFixed(1)} (1 caller), ${checkoutPagesConc.toFixed(1)} (${CONCURRENCY} callers)`);
 if (numberCollisions > 0) console.log(`order-number collisions (UNIQUE orders.number, retried): ${numberCollisions} in ${orderCount} orders`);
 
 if (breakdownSummary) {
@@ -293,5 +320,6 @@ if (breakdownSummary) {
 }
 console.log(JSON.stringify(result));
 
+await raw.close();
 await rt.close();
 rmSync(dir, { recursive: true, force: true });

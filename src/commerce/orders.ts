@@ -108,8 +108,19 @@ export interface CreatedOrder {
  * one transaction. Stock is reserved with a conditional UPDATE per SKU: the database decides, so two
  * checkouts can never both take the last unit, and a failure anywhere rolls everything back.
  */
-export async function createOrder(ctx: Context, input: unknown, opts: { within?: (tx: Tx, order: Order) => Promise<void> } = {}): Promise<CreatedOrder> {
-  const o = parseInput(orderInput, input);
+export interface CreateOrderOptions {
+  /** Runs inside the order's transaction, after the order is written (a subscription renewal records itself). */
+  within?: (tx: Tx, order: Order) => Promise<void>;
+}
+
+export async function createOrder(ctx: Context, input: unknown, opts: CreateOrderOptions = {}): Promise<CreatedOrder> {
+  return createValidOrder(ctx, parseInput(orderInput, input), opts);
+}
+
+export type ValidOrderInput = z.output<typeof orderInput>;
+
+/** createOrder for input already parsed with `orderInput` (the checkout parses it once, up front). */
+export async function createValidOrder(ctx: Context, o: ValidOrderInput, opts: CreateOrderOptions = {}): Promise<CreatedOrder> {
   // One line per SKU: two lines of the same SKU must be checked against stock together.
   const wanted = new Map<string, number>();
   for (const line of o.lines) wanted.set(line.sku, (wanted.get(line.sku) ?? 0) + line.quantity);

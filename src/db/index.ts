@@ -6,11 +6,12 @@ import {
   Kysely,
   Migrator,
   PostgresDialect,
+  SelectQueryNode,
   SqliteDialect,
-  SqliteDriver,
   type DatabaseConnection,
   type Driver,
   type MigrationResultSet,
+  type QueryResult,
   type SelectQueryBuilder,
   type Transaction,
 } from 'kysely';
@@ -28,43 +29,303 @@ export interface DatabaseHandle {
   close(): Promise<void>;
 }
 
-/**
- * SQLite transactions start with BEGIN IMMEDIATE: they take the write lock up front, so two
- * processes on one file (serve + worker) wait on busy_timeout instead of failing with SQLITE_BUSY
- * when a deferred reader tries to become a writer.
- */
-class ImmediateSqliteDriver extends SqliteDriver {
-  override async beginTransaction(connection: DatabaseConnection): Promise<void> {
-    await connection.executeQuery(CompiledQuery.raw('begin immediate'));
+/** The most SQLite transactions that share one commit (see GroupCommitDriver). */
+export const MAX_GROUP_COMMIT = 32;
+
+const MEMBER_SAVEPOINT = 'kessai_group_member';
+
+/** Waiters take the connection in the order they asked for it. */
+class Mutex {
+  #locked = false;
+  #waiting: (() => void)[] = [];
+  async lock(): Promise<void> {
+    if (!this.#locked) {
+      this.#locked = true;
+      return;
+    }
+    await new Promise<void>((resolve) => this.#waiting.push(resolve));
+  }
+  unlock(): void {
+    const next = this.#waiting.shift();
+    if (next) next();
+    else this.#locked = false;
   }
 }
 
-class ImmediateSqliteDialect extends SqliteDialect {
-  constructor(private readonly database: BetterSqlite3.Database) {
+/**
+ * One use of the single SQLite connection. A plain query takes the connection for itself; a
+ * transaction becomes a member of the open group instead.
+ */
+class Lease implements DatabaseConnection {
+  /** Holds the connection (queries outside a transaction, or `db.connection()`). */
+  holding = false;
+  /** Set while this lease's transaction runs in the open group: the first member needs no savepoint. */
+  member: 'first' | 'savepoint' | undefined;
+  /** The last statement error, reported to the group if SQLite rolls the whole transaction back. */
+  failure: unknown;
+  constructor(private readonly driver: GroupCommitDriver) {}
+
+  async executeQuery<R>(query: CompiledQuery): Promise<QueryResult<R>> {
+    if (!this.member && !this.holding) await this.driver.hold(this);
+    try {
+      return this.driver.run<R>(query);
+    } catch (error) {
+      this.failure = error;
+      throw error;
+    }
+  }
+
+  async *streamQuery<R>(query: CompiledQuery): AsyncIterableIterator<QueryResult<R>> {
+    if (!this.member && !this.holding) await this.driver.hold(this);
+    if (!SelectQueryNode.is(query.query)) throw new Error('SQLite streams select queries only');
+    for (const row of this.driver.prepare(query.sql).iterate(query.parameters)) yield { rows: [row as R] };
+  }
+}
+
+interface Waiter {
+  lease: Lease;
+  admit(): void;
+  refuse(error: unknown): void;
+}
+
+interface Finished {
+  committed(): void;
+  lost(error: unknown): void;
+}
+
+/**
+ * Group commit. SQLite has one writer and the store one connection, so concurrent transactions
+ * already run one after another; what each one pays for alone is its commit (the WAL pages it
+ * touched, written whole: docs/benchmarks.md §1). Here the transactions waiting for the connection
+ * run back to back inside one BEGIN IMMEDIATE … COMMIT, each after the first under its own
+ * savepoint, so that:
+ * - a transaction that fails rolls back to its savepoint: only its own effects go, its caller gets
+ *   its own error at once, the others carry on;
+ * - a transaction that succeeds is answered only after the group's COMMIT returned, so no caller
+ *   learns of a commit before it is as durable as `synchronous` makes any commit;
+ * - if the COMMIT fails, or SQLite abandons the whole transaction after an error (disk full, I/O
+ *   error), every finished member is told its transaction did not happen;
+ * - queries outside a transaction wait for the group's COMMIT, so nothing reads uncommitted rows.
+ * The group closes when no transaction is waiting (a lone caller commits at once, as before) or
+ * after MAX_GROUP_COMMIT members. Members run one at a time, as they did on the mutex, so a
+ * transaction that would deadlock here deadlocked before too (a query on `ctx.db` inside one).
+ * Transactions start with BEGIN IMMEDIATE: they take the write lock up front, so two processes on
+ * one file (serve + worker) wait on busy_timeout instead of failing with SQLITE_BUSY when a
+ * deferred reader tries to become a writer.
+ */
+class GroupCommitDriver implements Driver {
+  readonly #mutex = new Mutex();
+  readonly #statements = new Map<string, BetterSqlite3.Statement>();
+  readonly #waiting: Waiter[] = [];
+  #finished: Finished[] = [];
+  #open = false;
+  #members = 0;
+
+  constructor(
+    private readonly database: BetterSqlite3.Database,
+    private readonly maxGroup: number,
+  ) {}
+
+  async init(): Promise<void> {}
+
+  async acquireConnection(): Promise<DatabaseConnection> {
+    return new Lease(this);
+  }
+
+  async releaseConnection(connection: DatabaseConnection): Promise<void> {
+    const lease = connection as Lease;
+    if (lease.holding) {
+      lease.holding = false;
+      this.#mutex.unlock();
+    }
+  }
+
+  async hold(lease: Lease): Promise<void> {
+    await this.#mutex.lock();
+    lease.holding = true;
+  }
+
+  /** Kysely prepares every query afresh; statements are reused instead, as better-sqlite3 intends. */
+  prepare(text: string): BetterSqlite3.Statement {
+    let statement = this.#statements.get(text);
+    if (!statement) {
+      statement = this.database.prepare(text);
+      if (this.#statements.size > 500) this.#statements.clear();
+      this.#statements.set(text, statement);
+    }
+    return statement;
+  }
+
+  run<R>({ sql, parameters }: CompiledQuery): QueryResult<R> {
+    const statement = this.prepare(sql);
+    if (statement.reader) return { rows: statement.all(parameters) as R[] };
+    const { changes, lastInsertRowid } = statement.run(parameters);
+    return { numAffectedRows: BigInt(changes), insertId: BigInt(lastInsertRowid), rows: [] };
+  }
+
+  #exec(text: string): void {
+    this.prepare(text).run();
+  }
+
+  async beginTransaction(connection: DatabaseConnection): Promise<void> {
+    const lease = connection as Lease;
+    // A transaction on a connection already held (`db.connection()`) runs alone on it.
+    if (lease.holding) return this.#exec('begin immediate');
+    await new Promise<void>((admit, refuse) => {
+      this.#waiting.push({ lease, admit, refuse });
+      if (!this.#open) void this.#openGroup();
+    });
+  }
+
+  async commitTransaction(connection: DatabaseConnection): Promise<void> {
+    const lease = connection as Lease;
+    if (lease.holding) return this.#exec('commit');
+    const member = lease.member;
+    lease.member = undefined;
+    if (!this.database.inTransaction) {
+      // A statement error made SQLite give up the transaction, and the callback carried on.
+      const error = new Error(`the transaction was rolled back by SQLite: ${describe(lease.failure)}`, { cause: lease.failure });
+      this.#abandon(error);
+      throw error;
+    }
+    if (member === 'savepoint') {
+      try {
+        this.#exec(`release ${MEMBER_SAVEPOINT}`);
+      } catch (error) {
+        this.#abandon(error);
+        throw error;
+      }
+    }
+    await new Promise<void>((committed, lost) => {
+      this.#finished.push({ committed, lost });
+      this.#next();
+    });
+  }
+
+  async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
+    const lease = connection as Lease;
+    if (lease.holding) {
+      if (this.database.inTransaction) this.#exec('rollback');
+      return;
+    }
+    const member = lease.member;
+    lease.member = undefined;
+    // Not a member any more: its group's commit failed and already rolled everything back.
+    if (!member) return;
+    if (!this.database.inTransaction) {
+      this.#abandon(new Error(`the transaction was rolled back by SQLite: ${describe(lease.failure)}`, { cause: lease.failure }));
+      return;
+    }
+    if (member === 'first') {
+      // Members run one at a time: nothing but the first member's own work is in the transaction.
+      this.#rollback();
+      this.#close();
+      return;
+    }
+    try {
+      this.#exec(`rollback to ${MEMBER_SAVEPOINT}`);
+      this.#exec(`release ${MEMBER_SAVEPOINT}`);
+    } catch (error) {
+      this.#abandon(error);
+      return;
+    }
+    this.#next();
+  }
+
+  async destroy(): Promise<void> {
+    this.database.close();
+  }
+
+  async #openGroup(): Promise<void> {
+    this.#open = true;
+    await this.#mutex.lock();
+    try {
+      this.#exec('begin immediate');
+    } catch (error) {
+      // As before: the transaction that asked first gets the error (busy_timeout ran out).
+      const first = this.#waiting.shift()!;
+      this.#close();
+      first.refuse(error);
+      return;
+    }
+    this.#members = 0;
+    this.#admit();
+  }
+
+  #admit(): void {
+    const next = this.#waiting.shift()!;
+    if (this.#members > 0) {
+      try {
+        this.#exec(`savepoint ${MEMBER_SAVEPOINT}`);
+      } catch (error) {
+        next.refuse(error);
+        this.#abandon(error);
+        return;
+      }
+    }
+    next.lease.member = this.#members === 0 ? 'first' : 'savepoint';
+    this.#members += 1;
+    next.admit();
+  }
+
+  /** A member finished: admit the next waiting transaction, or commit the group. */
+  #next(): void {
+    if (this.#waiting.length > 0 && this.#members < this.maxGroup) return this.#admit();
+    const finished = this.#finished;
+    this.#finished = [];
+    let failure: unknown;
+    try {
+      this.#exec('commit');
+    } catch (error) {
+      failure = error;
+      this.#rollback();
+    }
+    this.#close();
+    for (const f of finished) {
+      if (failure === undefined) f.committed();
+      else f.lost(failure);
+    }
+  }
+
+  /** The open transaction is gone: members that finished in it are told it did not commit. */
+  #abandon(cause: unknown): void {
+    const finished = this.#finished;
+    this.#finished = [];
+    this.#rollback();
+    this.#close();
+    const error = new Error(`the transaction was rolled back with the others committed together with it: ${describe(cause)}`, { cause });
+    for (const f of finished) f.lost(error);
+  }
+
+  #rollback(): void {
+    try {
+      if (this.database.inTransaction) this.#exec('rollback');
+    } catch {
+      // The connection is unusable; the next BEGIN reports it to whoever asks.
+    }
+  }
+
+  #close(): void {
+    this.#open = false;
+    this.#mutex.unlock();
+    if (this.#waiting.length > 0) void this.#openGroup();
+  }
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error ?? 'unknown error');
+}
+
+class GroupCommitSqliteDialect extends SqliteDialect {
+  constructor(
+    private readonly database: BetterSqlite3.Database,
+    private readonly maxGroup: number,
+  ) {
     super({ database });
   }
   override createDriver(): Driver {
-    return new ImmediateSqliteDriver({ database: cachingStatements(this.database) });
+    return new GroupCommitDriver(this.database, this.maxGroup);
   }
-}
-
-/** Kysely prepares every query afresh; statements are reused instead, as better-sqlite3 intends. */
-function cachingStatements(database: BetterSqlite3.Database) {
-  const cache = new Map<string, BetterSqlite3.Statement>();
-  return {
-    prepare(text: string) {
-      let statement = cache.get(text);
-      if (!statement) {
-        statement = database.prepare(text);
-        if (cache.size > 500) cache.clear();
-        cache.set(text, statement);
-      }
-      return statement;
-    },
-    close() {
-      database.close();
-    },
-  };
 }
 
 export interface OpenOptions {
@@ -74,6 +335,8 @@ export interface OpenOptions {
    * dropped from the pool and reported here; without a listener it would crash the process.
    */
   onIdleError?: (error: Error) => void;
+  /** SQLite: the most transactions committed together (1: each commits alone). PostgreSQL commits each on its own connection. */
+  maxGroupCommit?: number;
 }
 
 export function openDatabase(url: string, options: OpenOptions = {}): DatabaseHandle {
@@ -92,7 +355,7 @@ export function openDatabase(url: string, options: OpenOptions = {}): DatabaseHa
   sqlite.pragma('synchronous = NORMAL');
   sqlite.pragma('foreign_keys = ON');
   sqlite.pragma('busy_timeout = 10000');
-  const db = new Kysely<Database>({ dialect: new ImmediateSqliteDialect(sqlite) });
+  const db = new Kysely<Database>({ dialect: new GroupCommitSqliteDialect(sqlite, options.maxGroupCommit ?? MAX_GROUP_COMMIT) });
   return { db, engine: 'sqlite', close: () => db.destroy() };
 }
 

@@ -1,11 +1,11 @@
-import { createOrder, findOrder, lockOrder, openAttempt, orderInput, orderSnapshot, applyOrderChange } from '../commerce/orders.js';
+import { createValidOrder, findOrder, lockOrder, openAttempt, orderInput, orderSnapshot, applyOrderChange } from '../commerce/orders.js';
 import { applyOrderEvent } from '../commerce/decide.js';
 import { basketOf, type Basket } from '../commerce/catalog.js';
 import { findShopSettings, getShopSettings, type ShopSettings } from '../commerce/shops.js';
 import { RECURRING_PROVIDER } from '../commerce/subscriptions.js';
 import type { Context } from '../context.js';
 import type { Order, PaymentAttempt } from '../db/schema.js';
-import { KessaiError, invalid, notFound } from '../errors.js';
+import { KessaiError, invalid, notFound, parseInput } from '../errors.js';
 import { newId, nowIso } from '../ids.js';
 import { enqueue } from '../jobs/outbox.js';
 import { applyFact, type ApplyResult, type FactSource } from './apply-fact.js';
@@ -134,13 +134,11 @@ export interface CheckoutResult {
 export async function checkout(p: Payments, input: unknown): Promise<CheckoutResult> {
   let created;
   try {
-    const parsed = orderInput.safeParse(input);
-    // Full validation (with every field named) happens in createOrder; here only what routing needs.
-    if (parsed.success) {
-      const shop = await p.ctx.db.selectFrom('shops').select('id').where('id', '=', parsed.data.shop).executeTakeFirst();
-      if (shop) await assertPayable(p, parsed.data.shop, parsed.data.payment, 'payment.', await basketOf(p.ctx, parsed.data.shop, parsed.data.lines));
-    }
-    created = await createOrder(p.ctx, input);
+    const order = parseInput(orderInput, input);
+    // An unknown shop is reported by createValidOrder, with the field named.
+    const shop = await p.ctx.db.selectFrom('shops').select('id').where('id', '=', order.shop).executeTakeFirst();
+    if (shop) await assertPayable(p, order.shop, order.payment, 'payment.', await basketOf(p.ctx, order.shop, order.lines));
+    created = await createValidOrder(p.ctx, order);
   } catch (error) {
     if (error instanceof KessaiError) p.ctx.metrics.checkouts.inc({ outcome: error.code === 'out_of_stock' ? 'out_of_stock' : 'invalid' });
     throw error;

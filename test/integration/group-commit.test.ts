@@ -1,0 +1,178 @@
+/**
+ * Concurrent transactions on SQLite share one commit (src/db/index.ts, GroupCommitDriver). These
+ * tests hold the promises that makes: each transaction is all-or-nothing and a failing one takes
+ * only itself back; nobody is answered before the commit that holds their work; a commit that fails
+ * or a process that dies mid-group leaves none of the group behind. The checkout cases run on both
+ * engines (PostgreSQL commits each transaction on its own, and must keep the same contract).
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { describe, it } from 'node:test';
+import { sql } from 'kysely';
+import { createProduct } from '../../src/commerce/catalog.js';
+import { createOrder, type OrderInput } from '../../src/commerce/orders.js';
+import { createShop } from '../../src/commerce/shops.js';
+import { loadConfig } from '../../src/config.js';
+import type { Context } from '../../src/context.js';
+import { KessaiError } from '../../src/errors.js';
+import { createLogger, Metrics } from '../../src/observability.js';
+import { ENGINES, forEachEngine, useTestDatabase } from '../helpers/db.js';
+
+const FIXTURE = fileURLToPath(new URL('../fixtures/group-commit-crash.ts', import.meta.url));
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+type Rows = { group_rows: { id: string } };
+
+const buyer = (shop: string, sku: string, quantity = 1): OrderInput => ({
+  shop,
+  customer: { email: 'hanako@example.jp', name: '佐藤 花子' },
+  shippingAddress: { name: '佐藤 花子', postcode: '100-0001', prefecture: '東京都', city: '千代田区', line1: '千代田1-1', phone: '03-1234-5678' },
+  lines: [{ sku, quantity }],
+  payment: { provider: 'testpay', method: 'card' },
+});
+
+async function count(ctx: Context, table: 'orders' | 'customers' | 'reservations' | 'payment_attempts' | 'jobs' | 'state_changes', shop?: string): Promise<number> {
+  let q = ctx.db.selectFrom(table).select((eb) => eb.fn.countAll<number>().as('n'));
+  if (shop && table !== 'jobs' && table !== 'state_changes') q = q.where('shop_id', '=', shop);
+  return Number((await q.executeTakeFirstOrThrow()).n);
+}
+
+forEachEngine('concurrent checkouts', (engine) => {
+  const t = useTestDatabase(engine);
+  const context = (): Context => ({
+    config: loadConfig({ DATABASE_URL: t.url, KESSAI_MASTER_KEY: '0'.repeat(64), KESSAI_ADMIN_TOKEN: 'test-admin-token-0123456789' }),
+    db: t.db,
+    engine,
+    log: createLogger('silent'),
+    metrics: new Metrics(),
+  });
+
+  it('each gets its own outcome when some run out of stock or fail validation in the same burst', async () => {
+    const ctx = context();
+    await createShop(ctx, { id: 'burst', name: 'burst shop' });
+    await createProduct(ctx, 'burst', { code: 'last-five', name: '限定盤', kind: 'physical', price: 3300, stock: 5 });
+    const inputs: unknown[] = [
+      ...Array.from({ length: 9 }, () => buyer('burst', 'last-five')),
+      buyer('burst', 'no-such-sku'),
+      { ...buyer('burst', 'last-five'), shippingAddress: undefined },
+      buyer('burst', 'last-five', 2),
+      ...Array.from({ length: 3 }, () => buyer('burst', 'last-five')),
+    ];
+    const outcomes = await Promise.allSettled(inputs.map((input) => createOrder(ctx, input)));
+    const code = (o: PromiseSettledResult<unknown>) => (o.status === 'fulfilled' ? 'created' : o.reason instanceof KessaiError ? o.reason.code : String(o.reason));
+
+    // Stock decides who gets the 5 units, in the order the checkouts ran; the invalid ones name their own field.
+    assert.equal(code(outcomes[9]!), 'invalid_input');
+    assert.match(JSON.stringify((outcomes[9] as PromiseRejectedResult).reason.problems), /lines\.0\.sku/);
+    assert.equal(code(outcomes[10]!), 'invalid_input');
+    assert.match(JSON.stringify((outcomes[10] as PromiseRejectedResult).reason.problems), /shippingAddress/);
+    const created = outcomes.filter((o) => o.status === 'fulfilled');
+    const units = outcomes.reduce((sum, o, i) => sum + (o.status === 'fulfilled' ? ((inputs[i] as OrderInput).lines[0]!.quantity) : 0), 0);
+    assert.equal(units, 5);
+    for (const [i, o] of outcomes.entries()) {
+      if (i === 9 || i === 10) continue;
+      assert.ok(['created', 'out_of_stock'].includes(code(o)), `checkout ${i}: ${code(o)}`);
+    }
+
+    // Exactly the created orders exist, each whole; the refused ones left nothing behind.
+    const sku = await ctx.db.selectFrom('skus').select(['reserved', 'on_hand']).where('shop_id', '=', 'burst').executeTakeFirstOrThrow();
+    assert.deepEqual(sku, { reserved: 5, on_hand: 5 });
+    assert.equal(await count(ctx, 'orders', 'burst'), created.length);
+    assert.equal(await count(ctx, 'customers', 'burst'), created.length);
+    assert.equal(await count(ctx, 'payment_attempts', 'burst'), created.length);
+    for (const o of created) {
+      const { order, attemptId } = (o as PromiseFulfilledResult<Awaited<ReturnType<typeof createOrder>>>).value;
+      const stored = await ctx.db.selectFrom('orders').select(['state', 'current_attempt_id']).where('id', '=', order.id).executeTakeFirstOrThrow();
+      assert.deepEqual(stored, { state: 'pending_payment', current_attempt_id: attemptId });
+      const held = await ctx.db.selectFrom('reservations').select('quantity').where('order_id', '=', order.id).execute();
+      assert.equal(held.length, 1);
+    }
+    const orderIds = created.map((o) => (o as PromiseFulfilledResult<Awaited<ReturnType<typeof createOrder>>>).value.order.id);
+    const changes = await ctx.db.selectFrom('state_changes').select('entity_id').where('entity', '=', 'order').where('entity_id', 'in', orderIds).execute();
+    assert.equal(changes.length, created.length);
+  });
+
+  it('a transaction that throws midway takes back only its own rows; the others commit', async () => {
+    await sql`create table group_rows (id text primary key)`.execute(t.db);
+    const rows = t.db.withTables<Rows>();
+    const boom = new Error('the caller changed its mind');
+    const run = (id: string, fail = false) =>
+      rows.transaction().execute(async (tx) => {
+        await tx.insertInto('group_rows').values({ id }).execute();
+        if (id === 'a') await nextTurn(); // the others queue behind the first
+        if (fail) throw boom;
+        return id;
+      });
+    const outcomes = await Promise.allSettled([run('a'), run('b'), run('c', true), run('d')]);
+    assert.deepEqual(outcomes.map((o) => (o.status === 'fulfilled' ? o.value : o.reason)), ['a', 'b', boom, 'd']);
+    const stored = await rows.selectFrom('group_rows').select('id').orderBy('id').execute();
+    assert.deepEqual(stored.map((r) => r.id), ['a', 'b', 'd']);
+    await sql`drop table group_rows`.execute(t.db);
+  });
+});
+
+describe('group commit [sqlite]', { skip: !ENGINES.includes('sqlite') }, () => {
+  const t = useTestDatabase('sqlite', { migrate: false });
+
+  it('when SQLite abandons the transaction, the others finished in it are told they did not commit', async () => {
+    await sql`create table group_rows (id text primary key)`.execute(t.db);
+    const rows = t.db.withTables<Rows>();
+    const run = (id: string, then?: (tx: Parameters<Parameters<ReturnType<typeof rows.transaction>['execute']>[0]>[0]) => Promise<unknown>) =>
+      rows.transaction().execute(async (tx) => {
+        await tx.insertInto('group_rows').values({ id }).execute();
+        await then?.(tx);
+        return id;
+      });
+    // `rollback` stands in for what SQLite does itself after a disk-full or I/O error: the whole
+    // transaction ends, including the work of the members that finished before.
+    const outcomes = await Promise.allSettled([run('a', () => nextTurn()), run('b'), run('c', (tx) => sql`rollback`.execute(tx))]);
+    assert.deepEqual(outcomes.map((o) => o.status), ['rejected', 'rejected', 'rejected']);
+    assert.match(String((outcomes[0] as PromiseRejectedResult).reason), /rolled back with the others/);
+    assert.deepEqual(await rows.selectFrom('group_rows').select('id').execute(), []);
+
+    // The next transactions run and commit as usual.
+    assert.deepEqual(await Promise.all([run('d'), run('e')]), ['d', 'e']);
+    assert.deepEqual((await rows.selectFrom('group_rows').select('id').orderBy('id').execute()).map((r) => r.id), ['d', 'e']);
+  });
+
+  it('when the COMMIT fails, every member gets the error and nothing of the group is stored', async () => {
+    // A deferred foreign key is checked at COMMIT: a member that breaks it makes the COMMIT fail.
+    await sql`create table group_parents (id text primary key)`.execute(t.db);
+    await sql`create table group_children (id text primary key, parent text references group_parents (id) deferrable initially deferred)`.execute(t.db);
+    const db = t.db.withTables<{ group_parents: { id: string }; group_children: { id: string; parent: string } }>();
+    const outcomes = await Promise.allSettled([
+      db.transaction().execute(async (tx) => {
+        await tx.insertInto('group_parents').values({ id: 'p1' }).execute();
+        await nextTurn();
+      }),
+      db.transaction().execute((tx) => tx.insertInto('group_children').values({ id: 'orphan', parent: 'missing' }).execute()),
+    ]);
+    for (const o of outcomes) {
+      assert.equal(o.status, 'rejected');
+      assert.match(String(o.reason), /FOREIGN KEY constraint failed/);
+    }
+    assert.deepEqual(await db.selectFrom('group_parents').select('id').execute(), []);
+    assert.deepEqual(await db.selectFrom('group_children').select('id').execute(), []);
+    await db.insertInto('group_parents').values({ id: 'p2' }).execute();
+    assert.deepEqual(await db.selectFrom('group_parents').select('id').execute(), [{ id: 'p2' }]);
+  });
+
+  it('a process killed inside a group loses nothing it answered and keeps nothing of the open group', async () => {
+    await sql`create table if not exists group_rows (id text primary key)`.execute(t.db);
+    await sql`delete from group_rows`.execute(t.db);
+    const child = spawn(process.execPath, ['--import', 'tsx', FIXTURE, t.url], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const [, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
+    assert.equal(signal, 'SIGKILL', output);
+
+    const answered = [...output.matchAll(/^answered (\S+)$/gm)].map((m) => m[1]);
+    assert.deepEqual(answered, ['before-1', 'before-2', 'before-3']);
+    const stored = await t.db.withTables<Rows>().selectFrom('group_rows').select('id').orderBy('id').execute();
+    assert.deepEqual(stored.map((r) => r.id), ['before-1', 'before-2', 'before-3']);
+  });
+});
