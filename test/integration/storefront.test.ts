@@ -67,6 +67,11 @@ forEachEngine('storefront', (engine) => {
     assert.match(soldOut.body, /在庫なし \/ Sold out/);
     assert.doesNotMatch(soldOut.body, /action="\/cart\/add"/, 'nothing to add');
     assert.equal((await client().get('/products/no-such-thing')).status, 404);
+
+    // A subscription says so before it is in the cart: who can buy it and how often it comes.
+    assert.match(list, /デモ ファンクラブ 毎月お届けBOX<\/a><\/h3>\s*<p><span class="kind kind-physical">CD<\/span> <span class="kind recurring">定期購入/);
+    assert.doesNotMatch(list, /デモ シングルCD「決済の歌」<\/a><\/h3>\s*<p><span class="kind kind-physical">CD<\/span> <span class="kind recurring">/);
+    assert.match((await client().get('/products/demo-fanclub')).body, /<dt>定期購入 \/ Subscription<\/dt><dd class="recurring">毎月お届け \/ every month（atone でお支払い。会員は自動で継続/);
   });
 
   it('the cart: add, change the quantity, remove; totals with the tax included', async () => {
