@@ -118,7 +118,9 @@ export async function startBenchStore(engine: 'sqlite' | 'postgres', name: strin
       KESSAI_ADMIN_TOKEN: 'bench-admin-token-0123456789abcdef',
       KESSAI_PUBLIC_URL: base,
       PORT: String(port),
-      LOG_LEVEL: 'silent',
+      // Silent unless asked (LOG_LEVEL=info is what `kessai serve` runs with); lines go nowhere, so
+      // what is measured is building them, not writing them.
+      LOG_LEVEL: process.env.LOG_LEVEL ?? 'silent',
     });
     const rt = await createRuntime(config, { logDestination: new Writable({ write: (_c, _e, done) => done() }) });
     if (engine === 'postgres') await migrateToLatest(rt.ctx.db);
