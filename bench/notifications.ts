@@ -457,6 +457,9 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
     const serverWaitShare: Record<Series, number[]> = { baseline: [], app: [], fresh: [], duplicate: [], forged: [] };
     const loadWait: Record<Series, number[]> = { baseline: [], app: [], fresh: [], duplicate: [], forged: [] };
     const loadCpu: Record<Series, number[]> = { baseline: [], app: [], fresh: [], duplicate: [], forged: [] };
+    /** The inbox's time applying during a load, as a share of the load's time (kessai_payment_inbox_applying_seconds_total). */
+    const applyingShare: Record<Series, number[]> = { baseline: [], app: [], fresh: [], duplicate: [], forged: [] };
+    const applyingSeconds = async () => (await ctx.metrics.paymentInboxApplying.get()).values[0]?.value ?? 0;
     let profiler: Session | undefined;
     let roundNo = 0;
     if (args.profile) {
@@ -475,6 +478,7 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
       // This thread's CPU time sampled every 5 ms, read at the first and the last answer: what
       // happens before the first request and after the last (the inbox applying) is not counted.
       answered.count = 0;
+      const applyingBefore = await applyingSeconds();
       const samples: [number, number][] = [];
       const waits: [number, number][] = [];
       const sample = () => {
@@ -493,6 +497,7 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
       busyPerRequest[series].push((cpuAt(samples, answered.last) - cpuAt(samples, answered.first)) / 1000 / Math.max(1, answered.count - 1));
       serverWaitShare[series].push((cpuAt(waits, answered.last) - cpuAt(waits, answered.first)) / 1e6 / Math.max(1e-9, answered.last - answered.first));
       loadCpu[series].push(r.loadCpuUsPerRequest);
+      applyingShare[series].push(((await applyingSeconds()) - applyingBefore) / Math.max(1e-9, r.seconds));
       loadWait[series].push(r.loadWaitShare);
       if (profiling) {
         const { profile } = await profiler!.post('Profiler.stop');
@@ -557,6 +562,7 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
       serverWaitShare[s] = [];
       loadWait[s] = [];
       loadCpu[s] = [];
+      applyingShare[s] = [];
     }
 
     const rounds: Round[] = [];
@@ -569,7 +575,7 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
         `${Math.round(busyPerRequest[s].at(-1) ?? 0)} µs CPU/req (load generator ${Math.round(loadCpu[s].at(-1) ?? 0)}; waited for a core: server ${Math.round((serverWaitShare[s].at(-1) ?? 0) * 100)} %, load generator ${Math.round((loadWait[s].at(-1) ?? 0) * 100)} %)`;
       log(
         `round ${i} (prepared ${ORDERS} orders in ${r.prepareSeconds.toFixed(1)} s): bare ${f(r.results.baseline)} ${busy('baseline')}; app ${f(r.results.app)} ${busy('app')} (${((r.results.app.rps / r.results.baseline.rps) * 100).toFixed(1)} %); ` +
-          `fresh ${f(r.results.fresh)} ${busy('fresh')} (${((r.results.fresh.rps / r.results.baseline.rps) * 100).toFixed(1)} %), all applied ${r.application.drainSeconds.toFixed(2)} s after the last OK, OK→applied p50 ${r.application.lagMs.p50} p99 ${r.application.lagMs.p99} ms, ≥ ${r.application.batches} inserts, ${r.application.appliedDuringLoad} applied during the load; ` +
+          `fresh ${f(r.results.fresh)} ${busy('fresh')} (${((r.results.fresh.rps / r.results.baseline.rps) * 100).toFixed(1)} %), all applied ${r.application.drainSeconds.toFixed(2)} s after the last OK, OK→applied p50 ${r.application.lagMs.p50} p99 ${r.application.lagMs.p99} ms, ≥ ${r.application.batches} inserts, ${r.application.appliedDuringLoad} applied during the load (applying took ${Math.round((applyingShare.fresh.at(-1) ?? 0) * 100)} % of it); ` +
           `duplicates ${f(r.results.duplicate)} ${busy('duplicate')}; forged ${f(r.results.forged)} ${busy('forged')}; ${r.problems.length ? `PROBLEMS: ${r.problems.join('; ')}` : 'all checks passed'}`,
       );
     }
@@ -607,6 +613,7 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
       appliedPerSecond: Math.round(median(rounds.map((r) => ORDERS / (r.results.fresh.seconds + r.application.drainSeconds)))),
       rowsPerInsertAtMost: Number(median(rounds.map((r) => ORDERS / r.application.batches)).toFixed(1)),
       appliedDuringLoad: median(rounds.map((r) => r.application.appliedDuringLoad)),
+      applyingShareOfFreshLoad: Number(median(applyingShare.fresh).toFixed(3)),
     };
 
     const summary = {
@@ -649,7 +656,7 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
     console.log(
       `application (median of rounds): all ${ORDERS} applied ${application.drainSeconds.toFixed(2)} s after the last OK (${application.drainSecondsRange.map((x) => x.toFixed(2)).join(' – ')}), ` +
         `${application.appliedPerSecond} applied/s over load + drain, OK → applied p50 ${application.lagMs.p50} ms, p99 ${application.lagMs.p99} ms, max ${application.lagMs.max} ms; ` +
-        `at most ${application.rowsPerInsertAtMost} notifications per insert on average`,
+        `at most ${application.rowsPerInsertAtMost} notifications per insert on average; applying took ${Math.round(application.applyingShareOfFreshLoad * 100)} % of the fresh load's time`,
     );
     console.log(
       `verified notifications/s as a share of the bare route: ${(series.fresh.ratio * 100).toFixed(1)} % (of the medians; median of per-round shares ${(series.fresh.ratioPerRoundMedian * 100).toFixed(1)} %), p99 ${series.fresh.p99} ms at ${CONNECTIONS} connections; goal ≥ ${GOAL * 100} %: ${summary.goalMet ? 'met' : 'NOT met'}`,

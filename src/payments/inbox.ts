@@ -171,6 +171,7 @@ export class NotificationInbox {
       }
       restFrom = performance.now();
       const took = restFrom - started;
+      this.ctx.metrics.paymentInboxApplying.inc(took / 1000);
       restUntil = restFrom + (took * (1 - APPLY_SHARE_UNDER_LOAD)) / APPLY_SHARE_UNDER_LOAD;
     }
   }
