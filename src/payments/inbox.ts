@@ -45,6 +45,8 @@ export class NotificationInbox {
   private toApply: string[] = [];
   private applying: Promise<void> | undefined;
   private closed = false;
+  /** Milliseconds spent applying since the process started (also `kessai_payment_inbox_applying_seconds_total`). */
+  applyingMs = 0;
 
   constructor(private readonly ctx: Context) {}
 
@@ -171,6 +173,7 @@ export class NotificationInbox {
       }
       restFrom = performance.now();
       const took = restFrom - started;
+      this.applyingMs += took;
       this.ctx.metrics.paymentInboxApplying.inc(took / 1000);
       restUntil = restFrom + (took * (1 - APPLY_SHARE_UNDER_LOAD)) / APPLY_SHARE_UNDER_LOAD;
     }
