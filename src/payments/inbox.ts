@@ -138,24 +138,13 @@ export class NotificationInbox {
 
   private async applyAll(): Promise<void> {
     let restUntil = 0;
-    let restFrom = Number.NEGATIVE_INFINITY;
     while (this.toApply.length > 0) {
       await nextTurn();
       // The answers gateways wait for come first: while notifications keep arriving, applying takes
       // at most its share of the time, so a burst is answered quickly and applied right behind it;
       // once they stop, it runs at full speed.
       const now = performance.now();
-      const burst =
-        this.writing ||
-        this.waiting.length > 0 ||
-        now - this.lastArrivalAt < BURST_GAP_MS ||
-        // On SQLite a batch holds the thread from start to end, so a notification that came during
-        // the last rest means the burst goes on, however long that rest was. A quiet of 20 ms alone
-        // is also what a sender merely descheduled on a busy machine looks like; judged by that,
-        // the applier took a third to a half of the thread during a burst, not its tenth
-        // (docs/benchmarks.md §3). On PostgreSQL a batch mostly waits for the database, the thread
-        // answers meanwhile, and the rest measured in wall time is long: there the 20 ms rule stands.
-        (this.ctx.engine === 'sqlite' && this.lastArrivalAt >= restFrom);
+      const burst = this.writing || this.waiting.length > 0 || now - this.lastArrivalAt < BURST_GAP_MS;
       if (burst && now < restUntil) {
         await sleep(restUntil - now);
         continue;
@@ -171,11 +160,10 @@ export class NotificationInbox {
       } catch (err) {
         this.ctx.log.error({ err, events: batch.length }, 'applying recorded notifications failed; they stay received and the inbox sweep tries again');
       }
-      restFrom = performance.now();
-      const took = restFrom - started;
+      const took = performance.now() - started;
       this.applyingMs += took;
       this.ctx.metrics.paymentInboxApplying.inc(took / 1000);
-      restUntil = restFrom + (took * (1 - APPLY_SHARE_UNDER_LOAD)) / APPLY_SHARE_UNDER_LOAD;
+      restUntil = performance.now() + (took * (1 - APPLY_SHARE_UNDER_LOAD)) / APPLY_SHARE_UNDER_LOAD;
     }
   }
 }
