@@ -11,7 +11,9 @@
  *   0. (not timed) `orders` orders of a fresh serial-code product with `orders` units, each paying
  *      with the gateway, and for each attempt the notification the gateway sends (the script of
  *      each gateway says how it is built), plus a forged copy (signature changed);
- *   1. baseline: `seconds` seconds of those bodies (cycled) against the bare route;
+ *   1. baseline: `seconds` seconds of those bodies (cycled) against the bare route; then "app": as
+ *      long against a route of the store's own Fastify that answers at once (every hook of the
+ *      notification route, no verification, no database): the app's share of the cost;
  *   2. fresh: every notification once to POST /webhooks/<gateway>/default. Each is verified and
  *      recorded (group commit) before its answer, then applied by the inbox: payment event, attempt
  *      captured, order paid, stock committed, order_paid mail job. After the load the script waits
@@ -23,7 +25,9 @@
  * request from when autocannon builds it to its response (fractional ms). "CPU µs/req" is this
  * thread's CPU time between the first and the last answer (/proc schedstat, sampled every 5 ms) per
  * answer: the server's cost, which moves far less than the rates when other processes take the
- * cores. The fresh load also counts the events applied before it ended. After each round, once the
+ * cores. The load generator reports its own thread's CPU per response too, and both threads' time
+ * spent ready but waiting for a core (schedstat's second field): how much the machine's other work
+ * took from the run. The fresh load also counts the events applied before it ended. After each round, once the
  * inbox has applied everything, the script checks: every notification answered as expected, orders
  * paid = notifications = payment_events rows (all `applied`, one per attempt, none left `received`),
  * one order → paid state change per order, every attempt captured with its amount, stock committed
@@ -48,6 +52,7 @@ import { createProduct } from '../src/commerce/catalog.js';
 import { createOrder } from '../src/commerce/orders.js';
 import { DEFAULT_SHOP_ID } from '../src/commerce/shops.js';
 import type { Order, PaymentAttempt } from '../src/db/schema.js';
+import { WEBHOOK_BODY_LIMIT } from '../src/http/routes/webhooks.js';
 import type { Runtime } from '../src/runtime.js';
 import { freePort } from '../test/helpers/net.js';
 import { median, startBenchStore } from './lib.js';
@@ -116,6 +121,9 @@ interface LoadResult {
   answeredOnce: number;
   errors: number;
   timeouts: number;
+  /** The load generator's thread: CPU µs per response, and the share of the load's time it waited for a core. */
+  loadCpuUsPerRequest: number;
+  loadWaitShare: number;
 }
 
 /**
@@ -136,6 +144,11 @@ let next = 0;
 let first = 0;
 let last = 0;
 let responses = 0;
+// This thread's CPU and run-queue wait (ns) from the first request to the last response: the load generator's own cost.
+const fs = require('node:fs');
+const sched = () => { try { return fs.readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ').map(Number); } catch { return [NaN, NaN]; } };
+let schedFirst;
+let schedLast;
 const opts = {
   url: job.url,
   connections: job.connections,
@@ -148,13 +161,14 @@ const opts = {
       const i = next++;
       context.i = i % requests.length;
       context.t = performance.now();
-      if (first === 0) first = context.t;
+      if (first === 0) { first = context.t; schedFirst = sched(); }
       const r = requests[context.i];
       return r.headers ? { ...req, body: r.body, headers: { ...req.headers, ...r.headers } } : { ...req, body: r.body };
     },
     onResponse: (status, body, context) => {
       last = performance.now();
       responses += 1;
+      if (responses === job.amount) schedLast = sched();
       latencies.push(last - context.t);
       if (status === job.expect.status && body === job.expect.body) perRequest[context.i] += 1;
       else {
@@ -173,7 +187,10 @@ autocannon(opts).then((raw) => {
   let answeredOnce = 0;
   for (const n of perRequest) if (n === 1) answeredOnce += 1;
   const seconds = (last - first) / 1000;
+  schedLast ??= sched();
   parentPort.postMessage({
+    loadCpuUsPerRequest: (schedLast[0] - schedFirst[0]) / 1000 / Math.max(1, responses),
+    loadWaitShare: (schedLast[1] - schedFirst[1]) / 1e6 / (last - first),
     sent: next, responses, seconds, rps: responses / seconds,
     p50: pct(50), p90: pct(90), p99: pct(99), max: latencies.length ? Number(latencies[latencies.length - 1].toFixed(2)) : 0,
     statuses, unexpected, answeredOnce, errors: r.errors, timeouts: r.timeouts,
@@ -207,13 +224,15 @@ function cpuAt(samples: [number, number][], t: number): number {
 /**
  * CPU time of this process's main thread (the servers' thread), ns, from the scheduler's own
  * account (/proc/<pid>/task/<pid>/schedstat): unlike throughput or event-loop utilisation it does
- * not grow when other processes take the cores.
+ * not grow when other processes take the cores. The second figure is the time the thread was ready
+ * but waited for a core: how much the machine's other work took from the server.
  */
-function threadCpuNs(): number {
+function threadSched(): [cpu: number, wait: number] {
   try {
-    return Number(readFileSync(`/proc/${process.pid}/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]);
+    const [cpu, wait] = readFileSync(`/proc/${process.pid}/task/${process.pid}/schedstat`, 'utf8').split(' ').map(Number);
+    return [cpu!, wait!];
   } catch {
-    return Number.NaN;
+    return [Number.NaN, Number.NaN];
   }
 }
 
@@ -222,8 +241,8 @@ const pct = (xs: number[], p: number): number => {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
 };
 
-type Series = 'baseline' | 'fresh' | 'duplicate' | 'forged';
-const SERIES: Series[] = ['baseline', 'fresh', 'duplicate', 'forged'];
+type Series = 'baseline' | 'app' | 'fresh' | 'duplicate' | 'forged';
+const SERIES: Series[] = ['baseline', 'app', 'fresh', 'duplicate', 'forged'];
 
 /** How the inbox kept up with one fresh load. */
 interface Application {
@@ -270,14 +289,29 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
     let phase: Series | undefined;
     const serverTimes = new Map<Series, number[]>();
     /** When this series' first and last answers left, on this thread's clock (both servers). */
-    const answered = { first: 0, last: 0, count: 0 };
+    const answered = { first: 0, last: 0, count: 0, applyingFirst: 0, applyingLast: 0 };
     const answer = () => {
       const now = performance.now();
-      if (answered.count++ === 0) answered.first = now;
+      const applying = rt.payments.inbox.applyingMs;
+      if (answered.count++ === 0) {
+        answered.first = now;
+        answered.applyingFirst = applying;
+      }
       answered.last = now;
+      answered.applyingLast = applying;
     };
+    // The store's own Fastify answering at once: every hook the notification route has (request id,
+    // child logger, helmet's check, the metrics histogram), the same raw-body parser, no verification
+    // and no database. What separates it from the bare route is the app; what separates the
+    // notifications from it is verifying and recording.
+    const appPath = `/bench${path}`;
+    await app.register(async (scope) => {
+      scope.removeAllContentTypeParsers();
+      scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: WEBHOOK_BODY_LIMIT }, (_request, body, done) => done(null, body));
+      scope.post(appPath, { helmet: false }, async (_request, reply) => reply.status(spec.ok.status).type(spec.ok.contentType).send(spec.ok.body));
+    });
     app.addHook('onResponse', async (request, reply) => {
-      if (phase && request.url === path) {
+      if (phase && (request.url === path || request.url === appPath)) {
         answer();
         let list = serverTimes.get(phase);
         if (!list) serverTimes.set(phase, (list = []));
@@ -421,9 +455,15 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
       };
     }
 
-    const loopDelays: Record<Series, { p50: number; p99: number; max: number }[]> = { baseline: [], fresh: [], duplicate: [], forged: [] };
+    const loopDelays: Record<Series, { p50: number; p99: number; max: number }[]> = { baseline: [], app: [], fresh: [], duplicate: [], forged: [] };
     /** This thread's CPU time from the first to the last answer, per answer, µs: what a request costs the server, however busy the machine was. */
-    const busyPerRequest: Record<Series, number[]> = { baseline: [], fresh: [], duplicate: [], forged: [] };
+    const busyPerRequest: Record<Series, number[]> = { baseline: [], app: [], fresh: [], duplicate: [], forged: [] };
+    /** The share of the load's time the server's thread (and the load generator's) waited for a core, and the load generator's CPU µs per response. */
+    const serverWaitShare: Record<Series, number[]> = { baseline: [], app: [], fresh: [], duplicate: [], forged: [] };
+    const loadWait: Record<Series, number[]> = { baseline: [], app: [], fresh: [], duplicate: [], forged: [] };
+    const loadCpu: Record<Series, number[]> = { baseline: [], app: [], fresh: [], duplicate: [], forged: [] };
+    /** The inbox's time applying between a load's first and last answer, as a share of that time. */
+    const applyingShare: Record<Series, number[]> = { baseline: [], app: [], fresh: [], duplicate: [], forged: [] };
     let profiler: Session | undefined;
     let roundNo = 0;
     if (args.profile) {
@@ -442,14 +482,27 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
       // This thread's CPU time sampled every 5 ms, read at the first and the last answer: what
       // happens before the first request and after the last (the inbox applying) is not counted.
       answered.count = 0;
-      const samples: [number, number][] = [[performance.now(), threadCpuNs()]];
-      const sampler = setInterval(() => samples.push([performance.now(), threadCpuNs()]), 5);
+      const samples: [number, number][] = [];
+      const waits: [number, number][] = [];
+      const sample = () => {
+        const now = performance.now();
+        const [cpu, wait] = threadSched();
+        samples.push([now, cpu]);
+        waits.push([now, wait]);
+      };
+      sample();
+      const sampler = setInterval(sample, 5);
       const r = await load(job);
       clearInterval(sampler);
-      samples.push([performance.now(), threadCpuNs()]);
+      sample();
       delay.disable();
       phase = undefined;
       busyPerRequest[series].push((cpuAt(samples, answered.last) - cpuAt(samples, answered.first)) / 1000 / Math.max(1, answered.count - 1));
+      serverWaitShare[series].push((cpuAt(waits, answered.last) - cpuAt(waits, answered.first)) / 1e6 / Math.max(1e-9, answered.last - answered.first));
+      loadCpu[series].push(r.loadCpuUsPerRequest);
+      // From the first to the last answer, as the CPU figures: what the inbox applied after the load is the drain's.
+      applyingShare[series].push((answered.applyingLast - answered.applyingFirst) / Math.max(1e-9, answered.last - answered.first));
+      loadWait[series].push(r.loadWaitShare);
       if (profiling) {
         const { profile } = await profiler!.post('Profiler.stop');
         writeFileSync(join(args.profile!, `${series}-round${roundNo}.cpuprofile`), JSON.stringify(profile));
@@ -477,6 +530,9 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
       const baseline = await measured('baseline', { url: `http://127.0.0.1:${barePort}${path}`, requests: genuine, headers: spec.headers, connections: CONNECTIONS, seconds: baselineSeconds, expect: OK });
       if (Object.keys(baseline.unexpected).length || baseline.errors || baseline.timeouts) problems.push(`baseline: ${JSON.stringify({ unexpected: baseline.unexpected, errors: baseline.errors, timeouts: baseline.timeouts })}`);
 
+      const appLoad = await measured('app', { url: `${base}${appPath}`, requests: genuine, headers: spec.headers, connections: CONNECTIONS, seconds: baselineSeconds, expect: OK });
+      if (Object.keys(appLoad.unexpected).length || appLoad.errors || appLoad.timeouts) problems.push(`app: ${JSON.stringify({ unexpected: appLoad.unexpected, errors: appLoad.errors, timeouts: appLoad.timeouts })}`);
+
       const url = `${base}${path}`;
       const fresh = await measured('fresh', { url, requests: genuine, headers: spec.headers, connections: CONNECTIONS, amount: n, expect: OK });
       const loadEnd = new Date().toISOString();
@@ -497,7 +553,7 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
       const afterForged = await stateOf(skuId);
       if (JSON.stringify(afterForged) !== JSON.stringify(afterDuplicates)) problems.push(`the forged bodies changed something: ${JSON.stringify(afterForged)}`);
 
-      return { results: { baseline, fresh, duplicate, forged: forgedRun }, application, problems, prepareSeconds };
+      return { results: { baseline, app: appLoad, fresh, duplicate, forged: forgedRun }, application, problems, prepareSeconds };
     }
 
     // Warm-up: JIT, statement caches and page cache on every path, then forget its figures.
@@ -507,6 +563,10 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
     for (const s of SERIES) {
       loopDelays[s] = [];
       busyPerRequest[s] = [];
+      serverWaitShare[s] = [];
+      loadWait[s] = [];
+      loadCpu[s] = [];
+      applyingShare[s] = [];
     }
 
     const rounds: Round[] = [];
@@ -515,10 +575,11 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
       const r = await round(`${spec.provider}-bench-${i}`, ORDERS, SECONDS);
       rounds.push(r);
       const f = (x: LoadResult) => `${x.rps.toFixed(0)}/s p50 ${x.p50} p99 ${x.p99} ms`;
-      const busy = (s: Series) => `${Math.round(busyPerRequest[s].at(-1) ?? 0)} µs CPU/req`;
+      const busy = (s: Series) =>
+        `${Math.round(busyPerRequest[s].at(-1) ?? 0)} µs CPU/req (load generator ${Math.round(loadCpu[s].at(-1) ?? 0)}; waited for a core: server ${Math.round((serverWaitShare[s].at(-1) ?? 0) * 100)} %, load generator ${Math.round((loadWait[s].at(-1) ?? 0) * 100)} %)`;
       log(
-        `round ${i} (prepared ${ORDERS} orders in ${r.prepareSeconds.toFixed(1)} s): bare ${f(r.results.baseline)} ${busy('baseline')}; ` +
-          `fresh ${f(r.results.fresh)} ${busy('fresh')} (${((r.results.fresh.rps / r.results.baseline.rps) * 100).toFixed(1)} %), all applied ${r.application.drainSeconds.toFixed(2)} s after the last OK, OK→applied p50 ${r.application.lagMs.p50} p99 ${r.application.lagMs.p99} ms, ≥ ${r.application.batches} inserts, ${r.application.appliedDuringLoad} applied during the load; ` +
+        `round ${i} (prepared ${ORDERS} orders in ${r.prepareSeconds.toFixed(1)} s): bare ${f(r.results.baseline)} ${busy('baseline')}; app ${f(r.results.app)} ${busy('app')} (${((r.results.app.rps / r.results.baseline.rps) * 100).toFixed(1)} %); ` +
+          `fresh ${f(r.results.fresh)} ${busy('fresh')} (${((r.results.fresh.rps / r.results.baseline.rps) * 100).toFixed(1)} %), all applied ${r.application.drainSeconds.toFixed(2)} s after the last OK, OK→applied p50 ${r.application.lagMs.p50} p99 ${r.application.lagMs.p99} ms, ≥ ${r.application.batches} inserts, ${r.application.appliedDuringLoad} applied during the load (applying took ${Math.round((applyingShare.fresh.at(-1) ?? 0) * 100)} % of it); ` +
           `duplicates ${f(r.results.duplicate)} ${busy('duplicate')}; forged ${f(r.results.forged)} ${busy('forged')}; ${r.problems.length ? `PROBLEMS: ${r.problems.join('; ')}` : 'all checks passed'}`,
       );
     }
@@ -543,10 +604,12 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
           ratioPerRoundMedian: s === 'baseline' ? 1 : Number(median(rounds.map((r) => r.results[s].rps / r.results.baseline.rps)).toFixed(4)),
           serverSideMs: s === 'baseline' ? undefined : { p50: Number(pct(serverTimes.get(s) ?? [], 50).toFixed(2)), p99: Number(pct(serverTimes.get(s) ?? [], 99).toFixed(2)) },
           busyUsPerRequest: Math.round(median(busyPerRequest[s])),
+          loadGeneratorUsPerRequest: Math.round(median(loadCpu[s])),
+          waitedForCore: { server: Number(median(serverWaitShare[s]).toFixed(3)), loadGenerator: Number(median(loadWait[s]).toFixed(3)) },
           eventLoopDelayMs: { p50: Number(median(loopDelays[s].map((d) => d.p50)).toFixed(1)), p99: Number(median(loopDelays[s].map((d) => d.p99)).toFixed(1)), max: Number(Math.max(...loopDelays[s].map((d) => d.max)).toFixed(1)) },
         },
       ]),
-    ) as Record<Series, { rps: number; rpsRange: number[]; p50: number; p99: number; max: number; perRound: number[]; ratio: number; ratioPerRoundMedian: number; serverSideMs?: { p50: number; p99: number }; busyUsPerRequest: number; eventLoopDelayMs: { p50: number; p99: number; max: number } }>;
+    ) as Record<Series, { rps: number; rpsRange: number[]; p50: number; p99: number; max: number; perRound: number[]; ratio: number; ratioPerRoundMedian: number; serverSideMs?: { p50: number; p99: number }; busyUsPerRequest: number; loadGeneratorUsPerRequest: number; waitedForCore: { server: number; loadGenerator: number }; eventLoopDelayMs: { p50: number; p99: number; max: number } }>;
     const application = {
       drainSeconds: median(rounds.map((r) => r.application.drainSeconds)),
       drainSecondsRange: [Math.min(...rounds.map((r) => r.application.drainSeconds)), Math.max(...rounds.map((r) => r.application.drainSeconds))],
@@ -554,6 +617,7 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
       appliedPerSecond: Math.round(median(rounds.map((r) => ORDERS / (r.results.fresh.seconds + r.application.drainSeconds)))),
       rowsPerInsertAtMost: Number(median(rounds.map((r) => ORDERS / r.application.batches)).toFixed(1)),
       appliedDuringLoad: median(rounds.map((r) => r.application.appliedDuringLoad)),
+      applyingShareOfFreshLoad: Number(median(applyingShare.fresh).toFixed(3)),
     };
 
     const summary = {
@@ -579,14 +643,15 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
 
     const label: Record<Series, string> = {
       baseline: `bare Fastify POST (raw body, ${spec.ok.body})`,
+      app: `store's Fastify, a route that only answers ${spec.ok.body}`,
       fresh: 'store: fresh notifications (recorded, answered)',
       duplicate: 'store: duplicates (verify, insert ignored)',
       forged: `store: forged signature (verify, ${spec.refused.status})`,
     };
-    const rows = [['load', 'req/s (median)', 'min – max', 'share of bare', 'p50 ms', 'p99 ms', 'server p50/p99 ms', 'CPU µs/req']];
+    const rows = [['load', 'req/s (median)', 'min – max', 'share of bare', 'p50 ms', 'p99 ms', 'server p50/p99 ms', 'CPU µs/req', 'load gen. µs/req', 'waited for a core: server / load gen.']];
     for (const s of SERIES) {
       const v = series[s];
-      rows.push([label[s], String(v.rps), `${v.rpsRange[0]} – ${v.rpsRange[1]}`, s === 'baseline' ? '' : `${(v.ratio * 100).toFixed(1)} %`, String(v.p50), String(v.p99), v.serverSideMs ? `${v.serverSideMs.p50} / ${v.serverSideMs.p99}` : '', String(v.busyUsPerRequest)]);
+      rows.push([label[s], String(v.rps), `${v.rpsRange[0]} – ${v.rpsRange[1]}`, s === 'baseline' ? '' : `${(v.ratio * 100).toFixed(1)} %`, String(v.p50), String(v.p99), v.serverSideMs ? `${v.serverSideMs.p50} / ${v.serverSideMs.p99}` : '', String(v.busyUsPerRequest), String(v.loadGeneratorUsPerRequest), `${Math.round(v.waitedForCore.server * 100)} % / ${Math.round(v.waitedForCore.loadGenerator * 100)} %`]);
     }
     const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
     console.log(`\n${spec.title} — ${engineVersion}, Node ${process.version}, ${cpuModel} × ${availableParallelism()}: ${ORDERS} per round, ${CONNECTIONS} connections, ${ROUNDS} rounds (baseline ${SECONDS} s)`);
@@ -595,7 +660,7 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
     console.log(
       `application (median of rounds): all ${ORDERS} applied ${application.drainSeconds.toFixed(2)} s after the last OK (${application.drainSecondsRange.map((x) => x.toFixed(2)).join(' – ')}), ` +
         `${application.appliedPerSecond} applied/s over load + drain, OK → applied p50 ${application.lagMs.p50} ms, p99 ${application.lagMs.p99} ms, max ${application.lagMs.max} ms; ` +
-        `at most ${application.rowsPerInsertAtMost} notifications per insert on average`,
+        `at most ${application.rowsPerInsertAtMost} notifications per insert on average; applying took ${Math.round(application.applyingShareOfFreshLoad * 100)} % of the fresh load's time`,
     );
     console.log(
       `verified notifications/s as a share of the bare route: ${(series.fresh.ratio * 100).toFixed(1)} % (of the medians; median of per-round shares ${(series.fresh.ratioPerRoundMedian * 100).toFixed(1)} %), p99 ${series.fresh.p99} ms at ${CONNECTIONS} connections; goal ≥ ${GOAL * 100} %: ${summary.goalMet ? 'met' : 'NOT met'}`,

@@ -56,6 +56,11 @@ export class Metrics {
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
     registers: [this.registry],
   });
+  readonly paymentInboxApplying = new Counter({
+    name: 'kessai_payment_inbox_applying_seconds_total',
+    help: 'Time the in-process notification inbox spent applying recorded events (on SQLite the server thread answers nothing meanwhile)',
+    registers: [this.registry],
+  });
   readonly checkouts = new Counter({
     name: 'kessai_checkouts_total',
     help: 'Checkouts by outcome (created, out_of_stock, invalid)',

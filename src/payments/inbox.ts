@@ -45,6 +45,8 @@ export class NotificationInbox {
   private toApply: string[] = [];
   private applying: Promise<void> | undefined;
   private closed = false;
+  /** Milliseconds spent applying since the process started (also `kessai_payment_inbox_applying_seconds_total`). */
+  applyingMs = 0;
 
   constructor(private readonly ctx: Context) {}
 
@@ -159,6 +161,8 @@ export class NotificationInbox {
         this.ctx.log.error({ err, events: batch.length }, 'applying recorded notifications failed; they stay received and the inbox sweep tries again');
       }
       const took = performance.now() - started;
+      this.applyingMs += took;
+      this.ctx.metrics.paymentInboxApplying.inc(took / 1000);
       restUntil = performance.now() + (took * (1 - APPLY_SHARE_UNDER_LOAD)) / APPLY_SHARE_UNDER_LOAD;
     }
   }

@@ -329,6 +329,22 @@ describe('encodeMessage (what SBPS sends)', () => {
     assert.equal(result.valid, true);
     assert.deepEqual(result.unhashed.sort(), ['TOKEN', 'cancel_url', 'error_url', 'free_csv', 'pagecon_url', 'success_url']);
   });
+
+  test('the fields read the same whatever order they came in; a field named like a prototype key stays a field', () => {
+    const message = parseMessage(Buffer.from(sjisUrlEncode(build().slice(0, -1)))).message;
+    const withExtras: SbpsMessage = { fields: { ...message.fields, res_result: 'OK', TOKEN: 'tok123' }, details: [] };
+    Object.defineProperty(withExtras.fields, '__proto__', { value: 'x', enumerable: true });
+    const a = parseMessage(encodeMessage('return', withExtras, KEY, { shuffle: Math.random })).message.fields;
+    const b = parseMessage(encodeMessage('return', withExtras, KEY, { shuffle: Math.random })).message.fields;
+    // SBPS's own fields in definition order; names it does not define follow in arrival order.
+    const own = (fields: Record<string, string>) => Object.entries(fields).filter(([name]) => name !== 'TOKEN' && name !== '__proto__');
+    assert.deepEqual(own(a), own(b));
+    assert.deepEqual(Object.keys(a).slice(-2).sort(), ['TOKEN', '__proto__']);
+    assert.equal(Object.getPrototypeOf(a), Object.prototype);
+    assert.equal(Object.getOwnPropertyDescriptor(a, '__proto__')?.value, 'x');
+    assert.equal(a.TOKEN, 'tok123');
+    assert.equal(verifyMessage('return', encodeMessage('return', withExtras, KEY, { shuffle: Math.random }), KEY).valid, true);
+  });
 });
 
 describe('properties', () => {

@@ -26,11 +26,13 @@ export const HASH_ENCODING = { request: 'utf8', result: 'utf8', return: 'sjis', 
 // space U+3000 is content, not padding.
 const PADDING = /^[\0\t\n\v\f\r ]+|[\0\t\n\v\f\r ]+$/g;
 
-const PADDED_AT_END = /^[\0\t\n\v\f\r ]|[\0\t\n\v\f\r ]$/;
+/** The characters of PADDING, by code: NUL, TAB to CR, space. */
+const isPadding = (code: number): boolean => code === 0x20 || code === 0 || (code >= 0x09 && code <= 0x0d);
 
-/** A value as SBPS hashes it. */
+/** A value as SBPS hashes it. Most values have no padding; they are checked without a regular expression. */
 export function trimForHash(value: string): string {
-  return PADDED_AT_END.test(value) ? value.replace(PADDING, '') : value;
+  if (value.length === 0 || (!isPadding(value.charCodeAt(0)) && !isPadding(value.charCodeAt(value.length - 1)))) return value;
+  return value.replace(PADDING, '');
 }
 
 /** The hashed text without the key: trimmed values joined with nothing between them. */
@@ -45,8 +47,8 @@ export function sbpsHash(kind: HashKind, values: readonly string[], hashKey: str
 
 /** The same hash of a text already concatenated with the key (`concatForHash(values) + hashKey`). */
 export function sbpsHashOfText(kind: HashKind, text: string): string {
-  const bytes = HASH_ENCODING[kind] === 'sjis' ? encodeSjis(text) : Buffer.from(text, 'utf8');
-  return createHash('sha1').update(bytes).digest('hex');
+  const hash = createHash('sha1');
+  return (HASH_ENCODING[kind] === 'sjis' ? hash.update(encodeSjis(text)) : hash.update(text, 'utf8')).digest('hex');
 }
 
 /**

@@ -11,6 +11,7 @@ import {
   fieldsFor,
   normaliseForSbps,
   REQUEST_FIELDS,
+  RESULT_FIELDS,
   SbpsFieldError,
   type DetailOptions,
   type FieldDef,
@@ -62,6 +63,9 @@ export interface PurchaseRequestOptions {
 
 const REQUEST_DEFS: readonly FieldDef[] = REQUEST_FIELDS.filter((slot): slot is FieldDef => slot !== DETAILS);
 const DETAIL_KEY_SET: ReadonlySet<string> = new Set(DETAIL_KEYS);
+
+/** Every single field SBPS defines, in definition order: parsed fields are laid out in this order. */
+const FIELD_ORDER: readonly string[] = [...new Set([...REQUEST_FIELDS, ...RESULT_FIELDS].filter((slot): slot is FieldDef => slot !== DETAILS).map((d) => d.name))];
 
 /**
  * The purchase request as it will be sent, before hashing: every value trimmed, half-width katakana
@@ -209,7 +213,31 @@ export function parseMessage(body: Buffer): { message: SbpsMessage; hash: string
     for (const key of DETAIL_KEYS) row[key] = repeated.get(key)?.[i] ?? '';
     details.push(row);
   }
-  return { message: { fields: Object.fromEntries(single), details }, hash: hash ?? '' };
+  return { message: { fields: inFieldOrder(single), details }, hash: hash ?? '' };
+}
+
+/**
+ * The fields as an object whose keys are in definition order, whatever order they came in. SBPS
+ * sends them in any order, and V8 gives an object built in a new key order a new shape: building it
+ * in arrival order took most of the time of verifying a result notification (docs/benchmarks.md §3).
+ * Names SBPS does not define (TOKEN on the return screen) follow in arrival order.
+ */
+function inFieldOrder(single: ReadonlyMap<string, string>): Record<string, string> {
+  const fields: Record<string, string> = {};
+  let placed = 0;
+  for (const name of FIELD_ORDER) {
+    const value = single.get(name);
+    if (value === undefined) continue;
+    fields[name] = value;
+    placed += 1;
+  }
+  if (placed < single.size) {
+    for (const [name, value] of single) {
+      // defineProperty, not assignment: a field named __proto__ must stay a field.
+      if (!Object.hasOwn(fields, name)) Object.defineProperty(fields, name, { value, enumerable: true, writable: true, configurable: true });
+    }
+  }
+  return fields;
 }
 
 export interface VerifyResult {

@@ -21,6 +21,11 @@ export function webhookRoutes(p: Payments): FastifyPluginAsync {
         // status and the body, and at notification rates the dozen extra headers cost real time
         // (docs/benchmarks.md §3).
         helmet: false,
+        // No access-log lines per delivery ("incoming request", "request completed"): at gateway rates
+        // they were two JSON lines per notification. Every delivery is counted in the request metrics,
+        // every verified one is a payment_events row, a refused one logs its own warning, and errors
+        // are still logged (docs/decisions.md).
+        logLevel: 'warn',
       },
       async (request, reply) => {
         const { provider, shopId } = parseInput(webhookParams, request.params);
