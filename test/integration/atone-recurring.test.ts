@@ -196,8 +196,11 @@ forEachEngine('atone order edits', (engine) => {
     }, 10_000);
     assert.deepEqual([attempt.gateway_ref, attempt.amount], [transactionId, 2400], 'the authorized transaction stands as it was');
     assert.equal((await attemptOf(store, placed.orderId)).order.total, 1200);
-    const alerts = (await (await admin(store, 'GET', '/alerts')).json()) as { alerts: { kind: string; message: string }[] };
-    assert.ok(alerts.alerts.some((x) => x.kind === 'job_dead' && /payment\.update/.test(x.message) && /declined the update/.test(x.message)), JSON.stringify(alerts));
+    // The job flags the attempt, then fails; the dispatcher dead-letters it and raises the alert after.
+    await eventually(async () => {
+      const alerts = (await (await admin(store, 'GET', '/alerts')).json()) as { alerts: { kind: string; message: string }[] };
+      assert.ok(alerts.alerts.some((x) => x.kind === 'job_dead' && /payment\.update/.test(x.message) && /declined the update/.test(x.message)), JSON.stringify(alerts));
+    }, 10_000);
 
     await setAtoneFaults(store, { decline: false });
     assert.equal((await admin(store, 'POST', `/orders/${placed.orderId}/events`, { event: 'ship' })).status, 200);
