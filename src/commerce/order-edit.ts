@@ -5,7 +5,7 @@ import type { Tx } from '../db/index.js';
 import type { Order, PaymentAttempt } from '../db/schema.js';
 import { KessaiError, invalid, parseInput, type FieldProblem } from '../errors.js';
 import { newId, nowIso } from '../ids.js';
-import { findOrder, lockOrder, orderTotals, recordChange } from './orders.js';
+import { findOrder, lockOrder, orderLinesInput, orderTotals, recordChange } from './orders.js';
 
 /*
  * An operator makes a paid order smaller before it ships: fewer of a line, or a line removed (a
@@ -19,21 +19,7 @@ import { findOrder, lockOrder, orderTotals, recordChange } from './orders.js';
  * the outbox (payments/edits.ts: atone's 取引更新, otherwise a refund of the difference).
  */
 
-export const orderEditInput = z.strictObject({
-  lines: z
-    .array(
-      z.strictObject({
-        sku: z.string().min(1, { error: 'must not be empty' }).max(64),
-        quantity: z
-          .number({ error: 'must be a number' })
-          .int({ error: 'must be a whole number' })
-          .min(0, { error: 'must be 0 (remove the line) or more' })
-          .max(99, { error: 'must be at most 99' }),
-      }),
-    )
-    .min(1, { error: 'must name at least one line' })
-    .max(50, { error: 'must name at most 50 lines' }),
-});
+export const orderEditInput = z.strictObject({ lines: orderLinesInput(0) });
 export type OrderEditInput = z.input<typeof orderEditInput>;
 
 export interface OrderEditAdjustment {

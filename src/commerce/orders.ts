@@ -44,6 +44,26 @@ export const addressInput = z.strictObject({
   phone,
 });
 
+/**
+ * An order's lines as callers send them, SKU and quantity; `least` is the smallest quantity a line
+ * may ask for (1 at checkout; 0 in an order edit, where it removes the line).
+ */
+export function orderLinesInput(least: 0 | 1) {
+  return z
+    .array(
+      z.strictObject({
+        sku: z.string().min(1, { error: 'must not be empty' }).max(64),
+        quantity: z
+          .number({ error: 'must be a number' })
+          .int({ error: 'must be a whole number' })
+          .min(least, { error: least === 0 ? 'must be 0 (remove the line) or more' : 'must be at least 1' })
+          .max(99, { error: 'must be at most 99' }),
+      }),
+    )
+    .min(1, { error: 'must contain at least one line' })
+    .max(50, { error: 'must contain at most 50 lines' });
+}
+
 export const orderInput = z.strictObject({
   shop: z.string().min(1, { error: 'must not be empty' }).max(40),
   customer: z.strictObject({
@@ -53,19 +73,7 @@ export const orderInput = z.strictObject({
     phone: phone.optional(),
   }),
   shippingAddress: addressInput.optional(),
-  lines: z
-    .array(
-      z.strictObject({
-        sku: z.string().min(1, { error: 'must not be empty' }).max(64),
-        quantity: z
-          .number({ error: 'must be a number' })
-          .int({ error: 'must be a whole number' })
-          .min(1, { error: 'must be at least 1' })
-          .max(99, { error: 'must be at most 99' }),
-      }),
-    )
-    .min(1, { error: 'must contain at least one line' })
-    .max(50, { error: 'must contain at most 50 lines' }),
+  lines: orderLinesInput(1),
   payment: z.strictObject({
     provider: z.string().min(1, { error: 'must not be empty' }).max(20),
     method: z.string().min(1).max(30).optional(),

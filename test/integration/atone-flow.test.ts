@@ -10,7 +10,8 @@ import { randomBytes } from 'node:crypto';
 import { after, afterEach, before, it } from 'node:test';
 import { createProduct } from '../../src/commerce/catalog.js';
 import { atoneSandboxKeys, setShopSettings } from '../../src/commerce/shops.js';
-import { atoneApi, type AtonePayment } from '../../src/gateways/atone/index.js';
+import type { AtonePayment } from '../../src/gateways/atone/index.js';
+import { atoneApiOf, runAtoneModal, setAtoneFaults } from '../helpers/atone.js';
 import { forEachEngine } from '../helpers/db.js';
 import { eventually } from '../helpers/eventually.js';
 import { buyThroughShop, FormClient } from '../helpers/browser.js';
@@ -25,14 +26,6 @@ interface AtoneConfig {
   callbackUrl: string;
   orderUrl: string;
 }
-interface Message {
-  event: string;
-  authentication_token?: string;
-  user_no?: string;
-  response?: { id: string };
-}
-
-const sim = (store: TestStore) => `${store.url}/sandbox/atone`;
 
 async function product(store: TestStore, stock: number, price: number): Promise<string> {
   const code = `atone-${randomBytes(4).toString('hex')}`;
@@ -51,43 +44,6 @@ async function orderOnPage(store: TestStore, code: string, quantity = 1): Promis
   return { config, token: /\/orders\/([^/]+)\/atone/.exec(config.callbackUrl)![1]!, html };
 }
 
-async function modalPage(store: TestStore, sid: string): Promise<{ html: string; messages: Message[] }> {
-  const res = await fetch(`${sim(store)}/modal/${sid}`);
-  const html = await res.text();
-  const m = /<script type="application\/json" id="atone-messages">([^<]*)<\/script>/.exec(html);
-  return { html, messages: m ? (JSON.parse(m[1]!) as { messages: Message[] }).messages : [] };
-}
-
-async function submitModal(store: TestStore, html: string, id: string, fields: Record<string, string> = {}): Promise<{ html: string; messages: Message[] }> {
-  const m = new RegExp(`<form id="${id}" method="post" action="([^"]+)"`).exec(html);
-  assert.ok(m, `the modal has a form #${id}`);
-  const action = m[1]!.replace(/&#(\d+);/g, (_x, c: string) => String.fromCharCode(Number(c)));
-  const res = await fetch(new URL(action, store.url), { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(fields).toString(), redirect: 'manual' });
-  assert.equal(res.status, 303, await res.text());
-  const sid = /\/modal\/([A-Za-z0-9]+)/.exec(res.headers.get('location') ?? '')![1]!;
-  return modalPage(store, sid);
-}
-
-/** What atone.js does with the config: start, log in (unless pre_token), authorize; the messages the page gets. */
-async function runModal(store: TestStore, config: AtoneConfig, email = 'taro@example.jp'): Promise<Message[]> {
-  const started = await fetch(`${sim(store)}/js/start`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', origin: store.url },
-    body: JSON.stringify({ pub_key: config.pub_key, payment: config.payment, pre_token: config.pre_token }),
-  });
-  const body = (await started.json()) as { session: string };
-  assert.equal(started.status, 200, JSON.stringify(body));
-  let page = await modalPage(store, body.session);
-  const messages: Message[] = [...page.messages];
-  if (!/id="atone-authorize"/.test(page.html)) {
-    page = await submitModal(store, page.html, 'atone-login', { email, password: 'password' });
-    messages.push(...page.messages);
-  }
-  page = await submitModal(store, page.html, 'atone-authorize');
-  messages.push(...page.messages);
-  return messages;
-}
-
 /** The shop page's script: posts a modal callback to the store. */
 async function callback(store: TestStore, config: AtoneConfig, body: unknown): Promise<Response> {
   return fetch(new URL(config.callbackUrl, store.url), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
@@ -97,11 +53,6 @@ async function view(store: TestStore, token: string): Promise<{ state: string; p
   return ((await (await fetch(`${store.url}/api/orders/${token}`)).json()) as { order: { state: string; payment: { state: string; details: Record<string, unknown> } | null } }).order;
 }
 
-async function faults(store: TestStore, set: Record<string, unknown>): Promise<void> {
-  assert.equal((await fetch(`${sim(store)}/api/faults`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(set) })).status, 200);
-}
-
-const api = (store: TestStore) => atoneApi({ secretKey: atoneSandboxKeys(store.rt.ctx.config).secretKey, baseUrl: `${sim(store)}/v1`, retries: 0 });
 const orderIdOf = async (store: TestStore, token: string) => (await store.rt.ctx.db.selectFrom('orders').select('id').where('number', '=', (await (await fetch(`${store.url}/api/orders/${token}`)).json() as { order: { number: string } }).order.number).executeTakeFirstOrThrow()).id;
 
 forEachEngine('atone through the store', (engine) => {
@@ -111,7 +62,7 @@ forEachEngine('atone through the store', (engine) => {
     store.startWorker();
   });
   afterEach(async () => {
-    await faults(store, { dropBrowser: false, webhookFirst: false, duplicateWebhooks: false, decline: false, dropWebhooks: false, webhookDelayMs: 0 });
+    await setAtoneFaults(store, { dropBrowser: false, webhookFirst: false, duplicateWebhooks: false, decline: false, dropWebhooks: false, webhookDelayMs: 0 });
     await setShopSettings(store.rt.ctx, 'default', { 'atone.settleMode': '' });
   });
   after(async () => {
@@ -126,7 +77,7 @@ forEachEngine('atone through the store', (engine) => {
     assert.match(html, new RegExp(`<script src="${config.scriptUrl}"></script>`));
     assert.ok(!html.includes(atoneSandboxKeys(store.rt.ctx.config).secretKey), 'the secret key never reaches the browser');
 
-    const messages = await runModal(store, config);
+    const messages = await runAtoneModal(store, config);
     const succeeded = messages.find((m) => m.event === 'succeeded');
     assert.ok(succeeded?.response?.id, JSON.stringify(messages));
     const res = await callback(store, config, { event: 'succeeded', transactionId: succeeded.response.id });
@@ -145,7 +96,7 @@ forEachEngine('atone through the store', (engine) => {
 
   it('a transaction id that is not this order\'s is refused and changes nothing', async () => {
     const first = await orderOnPage(store, await product(store, 5, 1000));
-    const messages = await runModal(store, first.config);
+    const messages = await runAtoneModal(store, first.config);
     const other = await orderOnPage(store, await product(store, 5, 1000));
     const res = await callback(store, other.config, { event: 'succeeded', transactionId: messages.find((m) => m.event === 'succeeded')!.response!.id });
     assert.equal(res.status, 409);
@@ -155,17 +106,17 @@ forEachEngine('atone through the store', (engine) => {
   });
 
   it('browser gone after the authorization: the order is paid from the webhook alone', async () => {
-    await faults(store, { dropBrowser: true });
+    await setAtoneFaults(store, { dropBrowser: true });
     const { config, token } = await orderOnPage(store, await product(store, 5, 2000));
-    const messages = await runModal(store, config);
+    const messages = await runAtoneModal(store, config);
     assert.ok(!messages.some((m) => m.event === 'succeeded'), 'no callback reaches the page');
     await eventually(async () => assert.equal((await view(store, token)).state, 'paid'), 10_000);
   });
 
   it('duplicate webhooks and the webhook before the callback converge on one paid order', async () => {
-    await faults(store, { duplicateWebhooks: true, webhookFirst: true });
+    await setAtoneFaults(store, { duplicateWebhooks: true, webhookFirst: true });
     const { config, token } = await orderOnPage(store, await product(store, 5, 2500));
-    const messages = await runModal(store, config);
+    const messages = await runAtoneModal(store, config);
     await eventually(async () => assert.equal((await view(store, token)).state, 'paid'), 10_000);
     const res = await callback(store, config, { event: 'succeeded', transactionId: messages.find((m) => m.event === 'succeeded')!.response!.id });
     assert.equal(res.status, 200);
@@ -176,7 +127,7 @@ forEachEngine('atone through the store', (engine) => {
 
   it('a decline fails the attempt and leaves the order open for another method', async () => {
     const { config, token } = await orderOnPage(store, await product(store, 5, 1800));
-    const messages = await runModal(store, config, 'decline@example.jp');
+    const messages = await runAtoneModal(store, config, 'decline@example.jp');
     const failed = messages.find((m) => m.event === 'failed');
     assert.ok(failed?.response?.id, JSON.stringify(messages));
     await callback(store, config, { event: 'failed', transactionId: failed.response.id });
@@ -192,26 +143,26 @@ forEachEngine('atone through the store', (engine) => {
       { shopTransactionNo: config.payment.shop_transaction_no, lines: [{ id: 'line1', name: '値引き品', unitPrice: 1, quantity: 1 }], customer: { customer_name: '山田 太郎', email: 'taro@example.jp' } },
       { secretKey: atoneSandboxKeys(store.rt.ctx.config).secretKey },
     );
-    const messages = await runModal(store, { ...config, payment: cheaper });
+    const messages = await runAtoneModal(store, { ...config, payment: cheaper });
     const id = messages.find((m) => m.event === 'succeeded')!.response!.id;
     await callback(store, config, { event: 'succeeded', transactionId: id });
     await eventually(async () => assert.equal((await view(store, token)).payment?.state, 'failed'));
     assert.equal((await view(store, token)).state, 'pending_payment');
-    const atAtone = await api(store).reference(id);
+    const atAtone = await atoneApiOf(store).reference(id);
     assert.ok(atAtone.refunds || (atAtone.amount_refund_total ?? 0) > 0, `refunded at atone: ${JSON.stringify(atAtone)}`);
   });
 
   it('settle on shipment: the operator ships, the sale is confirmed at atone once', async () => {
     const code = await product(store, 5, 3000);
     const { config, token } = await orderOnPage(store, code);
-    const messages = await runModal(store, config);
+    const messages = await runAtoneModal(store, config);
     const id = messages.find((m) => m.event === 'succeeded')!.response!.id;
     await callback(store, config, { event: 'succeeded', transactionId: id });
-    assert.equal((await api(store).reference(id)).sales_settled, false, 'not settled before shipment');
+    assert.equal((await atoneApiOf(store).reference(id)).sales_settled, false, 'not settled before shipment');
     const orderId = await orderIdOf(store, token);
     const ship = await fetch(`${store.url}/api/admin/orders/${orderId}/events`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ event: 'ship' }) });
     assert.equal(ship.status, 200, await ship.text());
-    await eventually(async () => assert.equal((await api(store).reference(id)).sales_settled, true), 10_000);
+    await eventually(async () => assert.equal((await atoneApiOf(store).reference(id)).sales_settled, true), 10_000);
     await eventually(async () => assert.ok((await onlyAttempt(store, orderId)).details.includes('settled')));
   });
 
@@ -241,7 +192,7 @@ forEachEngine('atone through the store', (engine) => {
     };
     const first = await buy(await product(store, 5, 1500));
     assert.equal(first.pre_token, '', 'no token yet');
-    const messages = await runModal(store, first);
+    const messages = await runAtoneModal(store, first);
     const authenticated = messages.find((m) => m.event === 'authenticated');
     assert.ok(authenticated?.authentication_token, JSON.stringify(messages));
     const linked = (await (await callback(store, first, { event: 'authenticated', authenticationToken: authenticated.authentication_token, userNo: authenticated.user_no })).json()) as { linked: boolean };
@@ -253,13 +204,13 @@ forEachEngine('atone through the store', (engine) => {
 
     const second = await buy(await product(store, 5, 900));
     assert.equal(second.pre_token, authenticated.authentication_token, 'the next purchase skips atone\'s login');
-    const again = await runModal(store, second);
+    const again = await runAtoneModal(store, second);
     assert.ok(again.some((m) => m.event === 'succeeded'), JSON.stringify(again));
   });
 
   it('a guest\'s atone token is not kept', async () => {
     const { config } = await orderOnPage(store, await product(store, 5, 700));
-    const messages = await runModal(store, config);
+    const messages = await runAtoneModal(store, config);
     const authenticated = messages.find((m) => m.event === 'authenticated')!;
     const res = (await (await callback(store, config, { event: 'authenticated', authenticationToken: authenticated.authentication_token })).json()) as { linked: boolean };
     assert.equal(res.linked, false);
@@ -267,7 +218,7 @@ forEachEngine('atone through the store', (engine) => {
 
   it('a full refund by the operator refunds at atone; a partial one stops for a person', async () => {
     const { config, token } = await orderOnPage(store, await product(store, 5, 2600));
-    const messages = await runModal(store, config);
+    const messages = await runAtoneModal(store, config);
     const id = messages.find((m) => m.event === 'succeeded')!.response!.id;
     await callback(store, config, { event: 'succeeded', transactionId: id });
     const orderId = await orderIdOf(store, token);
@@ -279,7 +230,7 @@ forEachEngine('atone through the store', (engine) => {
     }, 10_000);
     assert.equal((await admin(`/orders/${orderId}/refund`, { amount: 2600 })).status, 202);
     await eventually(async () => assert.equal((await view(store, token)).state, 'refunded'), 10_000);
-    const atAtone = await api(store).reference(id);
+    const atAtone = await atoneApiOf(store).reference(id);
     assert.ok(atAtone.refunds || (atAtone.amount_refund_total ?? 0) > 0);
   });
 });
