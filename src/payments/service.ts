@@ -55,21 +55,27 @@ function unusableBecause(p: Payments, provider: string, settings: ShopSettings, 
  */
 export async function availableMethods(p: Payments, shopId: string, basket?: Basket): Promise<{ provider: string; methods: string[] }[]> {
   const settings = await getShopSettings(p.ctx, shopId);
+  return offered(p, settings).filter((m) => !(basket && unusableBecause(p, m.provider, settings, basket)));
+}
+
+/** What the shop's settings switch on, whatever the basket. */
+function offered(p: Payments, settings: ShopSettings): { provider: string; methods: string[] }[] {
   return p.providers
     .all()
     .map((provider) => ({ provider: provider.name, methods: provider.methods(settings) }))
-    .filter((m) => m.methods.length > 0 && !(basket && unusableBecause(p, m.provider, settings, basket)));
+    .filter((m) => m.methods.length > 0);
 }
 
 /** `prefix` is where the payment choice sits in the caller's request body, so errors name the field sent. */
 export async function assertPayable(p: Payments, shopId: string, payment: { provider: string; method?: string }, prefix: string, basket: Basket): Promise<void> {
-  const offered = await availableMethods(p, shopId);
-  const provider = offered.find((m) => m.provider === payment.provider);
+  const settings = await getShopSettings(p.ctx, shopId);
+  const shopOffers = offered(p, settings);
+  const provider = shopOffers.find((m) => m.provider === payment.provider);
   if (!provider) {
-    const names = offered.map((m) => m.provider).join(', ') || 'none';
+    const names = shopOffers.map((m) => m.provider).join(', ') || 'none';
     throw invalid([{ field: `${prefix}provider`, reason: `"${payment.provider}" is not offered by this shop (offered: ${names})` }]);
   }
-  const refusal = unusableBecause(p, payment.provider, await getShopSettings(p.ctx, shopId), basket);
+  const refusal = unusableBecause(p, payment.provider, settings, basket);
   if (refusal) throw invalid([{ field: `${prefix}provider`, reason: refusal }]);
   if (payment.method && !provider.methods.includes(payment.method)) {
     throw invalid([{ field: `${prefix}method`, reason: `"${payment.method}" is not offered with ${payment.provider} (offered: ${provider.methods.join(', ')})` }]);
