@@ -57,7 +57,10 @@ export interface Runtime {
  */
 export async function createRuntime(config: Config, opts: { logDestination?: NodeJS.WritableStream } = {}): Promise<Runtime> {
   const log = createLogger(config.logLevel, opts.logDestination);
-  const handle = openDatabase(config.databaseUrl, { onIdleError: (err) => log.warn({ err }, 'idle PostgreSQL connection lost; the pool opens a new one') });
+  const handle = openDatabase(config.databaseUrl, {
+    onIdleError: (err) => log.warn({ err }, 'idle PostgreSQL connection lost; the pool opens a new one'),
+    onCheckpointError: (message) => log.error(message),
+  });
   if (handle.engine === 'sqlite') await migrateToLatest(handle.db);
   const ctx: Context = { config, db: handle.db, engine: handle.engine, log, metrics: new Metrics() };
 

@@ -1,5 +1,5 @@
 import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import {
   CompiledQuery,
@@ -16,6 +16,7 @@ import {
   type Transaction,
 } from 'kysely';
 import pg from 'pg';
+import { BACKSTOP_CHECKPOINT_PAGES, startCheckpointer } from './checkpointer.js';
 import { migrations } from './migrations/index.js';
 import type { Database } from './schema.js';
 
@@ -337,6 +338,10 @@ export interface OpenOptions {
   onIdleError?: (error: Error) => void;
   /** SQLite: the most transactions committed together (1: each commits alone). PostgreSQL commits each on its own connection. */
   maxGroupCommit?: number;
+  /** SQLite: checkpoint from a thread of its own (default), or inside commits as SQLite does by itself. */
+  checkpointThread?: boolean;
+  /** SQLite: a failing background checkpoint (src/db/checkpointer.ts) is reported here. */
+  onCheckpointError?: (message: string) => void;
 }
 
 export function openDatabase(url: string, options: OpenOptions = {}): DatabaseHandle {
@@ -355,8 +360,21 @@ export function openDatabase(url: string, options: OpenOptions = {}): DatabaseHa
   sqlite.pragma('synchronous = NORMAL');
   sqlite.pragma('foreign_keys = ON');
   sqlite.pragma('busy_timeout = 10000');
+  // Savepoint journals (group commit, decision 61) stay in memory instead of spilling to a
+  // temporary file past 64 KiB: a checkout's savepoint journals about 30 pages (decision 64).
+  sqlite.pragma('temp_store = MEMORY');
   const db = new Kysely<Database>({ dialect: new GroupCommitSqliteDialect(sqlite, options.maxGroupCommit ?? MAX_GROUP_COMMIT) });
-  return { db, engine: 'sqlite', close: () => db.destroy() };
+  if (file === ':memory:' || options.checkpointThread === false) return { db, engine: 'sqlite', close: () => db.destroy() };
+  sqlite.pragma(`wal_autocheckpoint = ${BACKSTOP_CHECKPOINT_PAGES}`);
+  const checkpointer = startCheckpointer(resolve(file), options.onCheckpointError ?? ((m) => process.emitWarning(m)));
+  return {
+    db,
+    engine: 'sqlite',
+    close: async () => {
+      await checkpointer.stop();
+      await db.destroy();
+    },
+  };
 }
 
 /** Adds a row lock on PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers. */
