@@ -3,6 +3,7 @@ import { sql } from 'kysely';
 import { z } from 'zod';
 import type { Context } from '../context.js';
 import { forUpdate, type Tx } from '../db/index.js';
+import { insertRow, insertRows } from '../db/insert.js';
 import type { Order } from '../db/schema.js';
 import { KessaiError, notFound, parseInput, type FieldProblem, invalid } from '../errors.js';
 import { newId, newSecret, nowIso, readableNumber } from '../ids.js';
@@ -187,10 +188,7 @@ export async function createValidOrder(ctx: Context, o: ValidOrderInput, opts: C
     while (await tx.selectFrom('orders').select('id').where('number', '=', number).executeTakeFirst()) number = orderNumber(now);
     const customerId = newId('cus');
     const at = nowIso(now);
-    await tx
-      .insertInto('customers')
-      .values({ id: customerId, shop_id: o.shop, email: o.customer.email, name: o.customer.name, name_kana: o.customer.nameKana ?? null, phone: o.customer.phone ?? null, password_hash: null, email_verified_at: null, created_at: at })
-      .execute();
+    await insertRow(tx, 'customers', { id: customerId, shop_id: o.shop, email: o.customer.email, name: o.customer.name, name_kana: o.customer.nameKana ?? null, phone: o.customer.phone ?? null, password_hash: null, email_verified_at: null, created_at: at });
     const row: Order = {
       id: orderId,
       shop_id: o.shop,
@@ -213,21 +211,20 @@ export async function createValidOrder(ctx: Context, o: ValidOrderInput, opts: C
       created_at: at,
       updated_at: at,
     };
-    await tx.insertInto('orders').values(row).execute();
-    await tx
-      .insertInto('order_lines')
-      .values(lines.map((l, position) => ({ id: newId('oln'), order_id: orderId, sku_id: l.sku.id, position, product_kind: l.sku.kind, name: l.sku.name, jan_code: l.sku.jan_code, unit_price: l.sku.price, quantity: l.quantity, tax_rate: l.sku.tax_rate, amount: l.amount })))
-      .execute();
-    await tx
-      .insertInto('reservations')
-      .values(lines.map((l) => ({ id: newId('rsv'), order_id: orderId, sku_id: l.sku.id, quantity: l.quantity, state: 'held' as const, expires_at: expiresAt, created_at: at, updated_at: at })))
-      .execute();
+    await insertRow(tx, 'orders', row);
+    await insertRows(
+      tx,
+      'order_lines',
+      lines.map((l, position) => ({ id: newId('oln'), order_id: orderId, sku_id: l.sku.id, position, product_kind: l.sku.kind, name: l.sku.name, jan_code: l.sku.jan_code, unit_price: l.sku.price, quantity: l.quantity, tax_rate: l.sku.tax_rate, amount: l.amount })),
+    );
+    await insertRows(
+      tx,
+      'reservations',
+      lines.map((l) => ({ id: newId('rsv'), order_id: orderId, sku_id: l.sku.id, quantity: l.quantity, state: 'held' as const, expires_at: expiresAt, created_at: at, updated_at: at })),
+    );
     if (o.shippingAddress) {
       const a = o.shippingAddress;
-      await tx
-        .insertInto('order_addresses')
-        .values({ order_id: orderId, kind: 'shipping', name: a.name, postcode: a.postcode, prefecture: a.prefecture, city: a.city, line1: a.line1, line2: a.line2 ?? null, phone: a.phone })
-        .execute();
+      await insertRow(tx, 'order_addresses', { order_id: orderId, kind: 'shipping', name: a.name, postcode: a.postcode, prefecture: a.prefecture, city: a.city, line1: a.line1, line2: a.line2 ?? null, phone: a.phone });
     }
     await insertAttempt(tx, { id: attemptId, order: row, provider: o.payment.provider, method: o.payment.method ?? null, seq: 1 });
     await recordChange(tx, 'order', orderId, null, 'pending_payment', 'checkout');
@@ -242,27 +239,24 @@ export async function createValidOrder(ctx: Context, o: ValidOrderInput, opts: C
 
 async function insertAttempt(tx: Tx, a: { id: string; order: Order; provider: string; method: string | null; seq: number }): Promise<void> {
   const at = nowIso();
-  await tx
-    .insertInto('payment_attempts')
-    .values({
-      id: a.id,
-      order_id: a.order.id,
-      shop_id: a.order.shop_id,
-      provider: a.provider,
-      method: a.method,
-      // Unique per attempt: gateways refuse a reused order id, and an old attempt's late
-      // notification must be told apart from the current one.
-      merchant_ref: `${a.order.number}-${a.seq}`,
-      state: 'pending',
-      amount: a.order.total,
-      captured_amount: 0,
-      refunded_amount: 0,
-      gateway_ref: null,
-      details: '{}',
-      created_at: at,
-      updated_at: at,
-    })
-    .execute();
+  await insertRow(tx, 'payment_attempts', {
+    id: a.id,
+    order_id: a.order.id,
+    shop_id: a.order.shop_id,
+    provider: a.provider,
+    method: a.method,
+    // Unique per attempt: gateways refuse a reused order id, and an old attempt's late
+    // notification must be told apart from the current one.
+    merchant_ref: `${a.order.number}-${a.seq}`,
+    state: 'pending',
+    amount: a.order.total,
+    captured_amount: 0,
+    refunded_amount: 0,
+    gateway_ref: null,
+    details: '{}',
+    created_at: at,
+    updated_at: at,
+  });
   await recordChange(tx, 'payment', a.id, null, 'pending', 'attempt opened');
 }
 
@@ -295,7 +289,7 @@ export async function lockOrder(ctx: Context, tx: Tx, orderId: string): Promise<
 }
 
 export async function recordChange(tx: Tx, entity: 'order' | 'payment', id: string, from: string | null, to: string, cause: string): Promise<void> {
-  await tx.insertInto('state_changes').values({ id: newId('chg'), entity, entity_id: id, from_state: from, to_state: to, cause, at: nowIso() }).execute();
+  await insertRow(tx, 'state_changes', { id: newId('chg'), entity, entity_id: id, from_state: from, to_state: to, cause, at: nowIso() });
 }
 
 export function orderSnapshot(order: Order): OrderSnapshot {

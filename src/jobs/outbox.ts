@@ -1,4 +1,5 @@
 import type { Db, Tx } from '../db/index.js';
+import { insertRow } from '../db/insert.js';
 import { newId, nowIso } from '../ids.js';
 
 /** A side effect to perform after the caller's state change has committed. */
@@ -18,9 +19,10 @@ export interface JobRequest {
  */
 export async function enqueue(db: Db | Tx, job: JobRequest): Promise<void> {
   const now = nowIso();
-  await db
-    .insertInto('jobs')
-    .values({
+  await insertRow(
+    db,
+    'jobs',
+    {
       id: newId('job'),
       kind: job.kind,
       dedupe_key: job.dedupeKey ?? null,
@@ -30,7 +32,7 @@ export async function enqueue(db: Db | Tx, job: JobRequest): Promise<void> {
       run_at: job.runAt ? nowIso(job.runAt) : now,
       created_at: now,
       updated_at: now,
-    })
-    .onConflict((oc) => oc.column('dedupe_key').doNothing())
-    .execute();
+    },
+    { skipDuplicateOf: 'dedupe_key' },
+  );
 }

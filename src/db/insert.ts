@@ -1,0 +1,59 @@
+import { CompiledQuery, type DialectAdapter, type Insertable } from 'kysely';
+import type { Db, Tx } from './index.js';
+import type { Database } from './schema.js';
+
+type Table = keyof Database & string;
+type Value = string | number | bigint | null | Buffer;
+
+/** Built SQL per dialect, then per table, row count and column list (values are always bound parameters). */
+const built = new WeakMap<DialectAdapter, Map<string, string>>();
+
+function isPlain(value: unknown): value is Value {
+  return value === null || typeof value === 'string' || typeof value === 'number' || typeof value === 'bigint' || Buffer.isBuffer(value);
+}
+
+/**
+ * Inserts rows that all name the same columns. Kysely builds and compiles a query tree for every
+ * insert; on the checkout and notification paths that was about a fifth of the time
+ * (docs/benchmarks.md §1), so the SQL is built once per table, number of rows and column list and
+ * then run with the new values bound. Columns whose value is `undefined` are left to their default,
+ * as Kysely does. An insert that needs more than plain values (a conflict clause, `returning`, an
+ * SQL expression as a value) uses Kysely's builder directly.
+ */
+export interface InsertOptions<T extends Table> {
+  /** A row that would repeat this unique column is skipped (`ON CONFLICT (column) DO NOTHING`). */
+  skipDuplicateOf?: keyof Database[T] & string;
+}
+
+export async function insertRows<T extends Table>(db: Db | Tx, table: T, rows: readonly Insertable<Database[T]>[], options: InsertOptions<T> = {}): Promise<void> {
+  if (rows.length === 0) return;
+  const first = rows[0] as Record<string, unknown>;
+  const columns = Object.keys(first).filter((c) => first[c] !== undefined);
+  const parameters: Value[] = [];
+  for (const row of rows as readonly Record<string, unknown>[]) {
+    for (const c of columns) {
+      const value = row[c];
+      if (!isPlain(value)) throw new TypeError(`insertRows(${table}): column ${c} is ${value === undefined ? 'missing in a later row' : 'not a plain value'}`);
+      parameters.push(value);
+    }
+  }
+  const adapter = db.getExecutor().adapter;
+  let texts = built.get(adapter);
+  if (!texts) built.set(adapter, (texts = new Map()));
+  const key = `${table}|${rows.length}|${columns.join(',')}|${options.skipDuplicateOf ?? ''}`;
+  let text = texts.get(key);
+  if (text === undefined) {
+    let query = db.insertInto(table).values(rows.map((row) => Object.fromEntries(columns.map((c) => [c, (row as Record<string, unknown>)[c]]))) as never);
+    const unique = options.skipDuplicateOf;
+    if (unique) query = query.onConflict((oc) => oc.column(unique as never).doNothing());
+    const compiled = query.compile();
+    if (compiled.parameters.length !== parameters.length) throw new Error(`insertRows(${table}): expected ${parameters.length} parameters, Kysely built ${compiled.parameters.length}`);
+    text = compiled.sql;
+    texts.set(key, text);
+  }
+  await db.executeQuery(CompiledQuery.raw(text, parameters));
+}
+
+export function insertRow<T extends Table>(db: Db | Tx, table: T, row: Insertable<Database[T]>, options: InsertOptions<T> = {}): Promise<void> {
+  return insertRows(db, table, [row], options);
+}
