@@ -1,6 +1,7 @@
 import { hashToken } from '../commerce/orders.js';
 import type { Context } from '../context.js';
 import type { Db, Tx } from '../db/index.js';
+import { insertRow } from '../db/insert.js';
 import { newSecret, nowIso } from '../ids.js';
 
 /*
@@ -29,10 +30,7 @@ export async function startSession(ctx: Context, customerId: string, previousSec
   await ctx.db.transaction().execute(async (tx) => {
     // Rotation: whatever session this browser had (someone else's, or one planted before login) ends here.
     if (previousSecret) await tx.deleteFrom('customer_sessions').where('id', '=', hashToken(previousSecret)).execute();
-    await tx
-      .insertInto('customer_sessions')
-      .values({ id: hashToken(secret), customer_id: customerId, created_at: nowIso(now), last_seen_at: nowIso(now), expires_at: nowIso(expiresAt) })
-      .execute();
+    await insertRow(tx, 'customer_sessions', { id: hashToken(secret), customer_id: customerId, created_at: nowIso(now), last_seen_at: nowIso(now), expires_at: nowIso(expiresAt) });
   });
   return { secret, expiresAt };
 }

@@ -1,5 +1,6 @@
 import { hashToken } from '../commerce/orders.js';
 import type { Db, Tx } from '../db/index.js';
+import { insertRow } from '../db/insert.js';
 import type { AccountTokenTable } from '../db/schema.js';
 import { newSecret, nowIso } from '../ids.js';
 
@@ -28,10 +29,7 @@ export async function mintToken(db: Db, t: { customerId: string; purpose: Purpos
   const expiresAt = new Date(now.getTime() + TOKEN_TTL_MS[t.purpose]);
   await db.transaction().execute(async (tx) => {
     await tx.deleteFrom('account_tokens').where('job_id', '=', t.jobId).where('used_at', 'is', null).execute();
-    await tx
-      .insertInto('account_tokens')
-      .values({ hash: hashToken(token), customer_id: t.customerId, purpose: t.purpose, new_email: t.newEmail ?? null, job_id: t.jobId, expires_at: nowIso(expiresAt), used_at: null, created_at: nowIso(now) })
-      .execute();
+    await insertRow(tx, 'account_tokens', { hash: hashToken(token), customer_id: t.customerId, purpose: t.purpose, new_email: t.newEmail ?? null, job_id: t.jobId, expires_at: nowIso(expiresAt), used_at: null, created_at: nowIso(now) });
   });
   return { token, expiresAt };
 }

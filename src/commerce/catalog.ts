@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { Context } from '../context.js';
+import { insertRow } from '../db/insert.js';
 import { KessaiError, notFound, parseInput } from '../errors.js';
 import { newId, nowIso } from '../ids.js';
 import { serialSpecInput, writeSerialSpec } from './serial-codes.js';
@@ -74,27 +75,21 @@ export async function createProduct(ctx: Context, shopId: string, input: Product
       .where('code', '=', p.code)
       .executeTakeFirst();
     if (taken) throw new KessaiError('product_exists', `product "${p.code}" already exists in shop "${shopId}"`, 409);
-    await tx
-      .insertInto('products')
-      .values({
-        id: productId,
-        shop_id: shopId,
-        code: p.code,
-        name: p.name,
-        kind: p.kind,
-        description: p.description,
-        jan_code: p.janCode,
-        chart_eligible: p.chartEligible ? 1 : 0,
-        tax_rate: p.taxRate,
-        active: 1,
-        created_at: now,
-        recurring_interval_months: p.recurringIntervalMonths,
-      })
-      .execute();
-    await tx
-      .insertInto('skus')
-      .values({ id: skuId, shop_id: shopId, product_id: productId, code: p.code, name: p.name, price: p.price, on_hand: p.stock, reserved: 0, created_at: now })
-      .execute();
+    await insertRow(tx, 'products', {
+      id: productId,
+      shop_id: shopId,
+      code: p.code,
+      name: p.name,
+      kind: p.kind,
+      description: p.description,
+      jan_code: p.janCode,
+      chart_eligible: p.chartEligible ? 1 : 0,
+      tax_rate: p.taxRate,
+      active: 1,
+      created_at: now,
+      recurring_interval_months: p.recurringIntervalMonths,
+    });
+    await insertRow(tx, 'skus', { id: skuId, shop_id: shopId, product_id: productId, code: p.code, name: p.name, price: p.price, on_hand: p.stock, reserved: 0, created_at: now });
     if (p.serial) await writeSerialSpec(tx, productId, p.serial);
   });
   return { productId, skuId };

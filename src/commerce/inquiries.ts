@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { hitAll, RULES } from '../accounts/rate-limit.js';
 import { email } from '../accounts/service.js';
 import type { Context } from '../context.js';
+import { insertRow } from '../db/insert.js';
 import type { Inquiry } from '../db/schema.js';
 import { parseInput } from '../errors.js';
 import { newId, nowIso, readableNumber } from '../ids.js';
@@ -53,7 +54,7 @@ export async function createInquiry(ctx: Context, shopId: string, input: unknown
     let reference = readableNumber('Q', now);
     while (await tx.selectFrom('inquiries').select('id').where('reference', '=', reference).executeTakeFirst()) reference = readableNumber('Q', now);
     const row: Inquiry = { id: newId('inq'), shop_id: shopId, reference, name: i.name, email: i.email, category: i.category, order_number: i.orderNumber, body: i.body, created_at: nowIso(now) };
-    await tx.insertInto('inquiries').values(row).execute();
+    await insertRow(tx, 'inquiries', row);
     for (const template of ['inquiry_received', 'inquiry_staff'] as const) {
       await enqueue(tx, { kind: 'mail.send', payload: { template, inquiryId: row.id }, dedupeKey: `mail:${template}:${row.id}` });
     }

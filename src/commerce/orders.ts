@@ -351,10 +351,7 @@ export async function applyOrderChange(tx: Tx, order: Order, next: OrderChange, 
     }
   }
   if (effects.includes('alert_hold')) {
-    await tx
-      .insertInto('alerts')
-      .values({ id: newId('alr'), kind: 'order_on_hold', message: `order ${order.number} is on hold: ${next.holdReason ?? cause}`, ref: order.id, created_at: at, resolved_at: null })
-      .execute();
+    await insertRow(tx, 'alerts', { id: newId('alr'), kind: 'order_on_hold', message: `order ${order.number} is on hold: ${next.holdReason ?? cause}`, ref: order.id, created_at: at, resolved_at: null });
   }
   // Tickets are rows, so they are issued with the payment; once the money is back they admit no one.
   if (effects.includes('fulfil')) await issueTickets(tx, order);

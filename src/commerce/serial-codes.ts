@@ -5,6 +5,7 @@ import { CompiledQuery, PostgresAdapter } from 'kysely';
 import { z } from 'zod';
 import type { Context } from '../context.js';
 import type { Db, Tx } from '../db/index.js';
+import { insertRow } from '../db/insert.js';
 import type { Order } from '../db/schema.js';
 import { KessaiError, notFound, parseInput } from '../errors.js';
 import { newId, nowIso, random } from '../ids.js';
@@ -159,10 +160,7 @@ export async function importSerialCodes(ctx: Context, options: ImportOptions): P
 
   const batchId = newId('scb');
   const started = nowIso();
-  await ctx.db
-    .insertInto('serial_code_batches')
-    .values({ id: batchId, shop_id: options.shop, product_id: product.id, file_name: fileName, checksum, files: '[]', state: 'importing', rows_read: 0, rows_imported: 0, rows_rejected: 0, error: null, imported_by: options.importedBy, started_at: started, updated_at: started, finished_at: null })
-    .execute();
+  await insertRow(ctx.db, 'serial_code_batches', { id: batchId, shop_id: options.shop, product_id: product.id, file_name: fileName, checksum, files: '[]', state: 'importing', rows_read: 0, rows_imported: 0, rows_rejected: 0, error: null, imported_by: options.importedBy, started_at: started, updated_at: started, finished_at: null });
 
   const postgres = ctx.engine === 'postgres';
   const fullText = insertText(postgres, INSERT_ROWS);
@@ -502,10 +500,7 @@ export async function addDemoCodes(ctx: Context, shopId: string, productCode: st
   const code = () => `DEMO-${[...random(12)].map((b) => alphabet[b % alphabet.length]).join('').replace(/(.{4})(?=.)/g, '$1-')}`;
   const from = jstDate(new Date());
   await ctx.db.transaction().execute(async (tx) => {
-    await tx
-      .insertInto('serial_code_batches')
-      .values({ id: batchId, shop_id: shopId, product_id: product.id, file_name: '(demo)', checksum: '', files: '[]', state: 'imported', rows_read: count, rows_imported: count, rows_rejected: 0, error: null, imported_by: 'seed-demo', started_at: at, updated_at: at, finished_at: at })
-      .execute();
+    await insertRow(tx, 'serial_code_batches', { id: batchId, shop_id: shopId, product_id: product.id, file_name: '(demo)', checksum: '', files: '[]', state: 'imported', rows_read: count, rows_imported: count, rows_rejected: 0, error: null, imported_by: 'seed-demo', started_at: at, updated_at: at, finished_at: at });
     const rows = Array.from({ length: count }, (_, i) => ({
       product_id: product.id, code: code(), shop_id: shopId, sku_id: product.sku_id, batch_id: batchId,
       artist_name: product.artist_name!, group_name: product.group_name!, code_type: product.code_type!,

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { Config, LEGACY_SHOP_ENV_KEYS } from '../config.js';
 import type { Context } from '../context.js';
 import type { Db, Tx } from '../db/index.js';
+import { insertRow } from '../db/insert.js';
 import type { Shop } from '../db/schema.js';
 import { KessaiError, invalid, notFound, parseInput, type FieldProblem } from '../errors.js';
 import { nowIso } from '../ids.js';
@@ -130,10 +131,7 @@ export async function createShop(ctx: Context, input: { id: string; name: string
   const existing = await ctx.db.selectFrom('shops').select('id').where('id', '=', id).executeTakeFirst();
   if (existing) throw new KessaiError('shop_exists', `shop "${id}" already exists`, 409);
   const now = nowIso();
-  await ctx.db
-    .insertInto('shops')
-    .values({ id, name, settings: '{}', secrets: null, created_at: now, updated_at: now })
-    .execute();
+  await insertRow(ctx.db, 'shops', { id, name, settings: '{}', secrets: null, created_at: now, updated_at: now });
 }
 
 export async function shopExists(ctx: Context, id: string): Promise<boolean> {

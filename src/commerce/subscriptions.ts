@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { Context } from '../context.js';
 import { forUpdate, type Tx } from '../db/index.js';
+import { insertRow } from '../db/insert.js';
 import type { Order, Subscription } from '../db/schema.js';
 import { notFound, parseInput } from '../errors.js';
 import { newId, nowIso } from '../ids.js';
@@ -126,7 +127,7 @@ export async function createRenewal(ctx: Context, subscriptionId: string, dueDat
         const locked = await forUpdate(ctx.engine, tx.selectFrom('subscriptions').select(['state', 'next_date']).where('id', '=', sub.id)).executeTakeFirstOrThrow();
         if (locked.state !== 'active' || locked.next_date !== dueDate) throw new NotDue();
         const at = nowIso();
-        await tx.insertInto('subscription_orders').values({ subscription_id: sub.id, due_date: dueDate, order_id: order.id, created_at: at }).execute();
+        await insertRow(tx, 'subscription_orders', { subscription_id: sub.id, due_date: dueDate, order_id: order.id, created_at: at });
         await tx.updateTable('subscriptions').set({ next_date: addMonths(dueDate, sub.interval_months), updated_at: at }).where('id', '=', sub.id).execute();
       },
     });

@@ -1,6 +1,7 @@
 import QRCode from 'qrcode';
 import type { Context } from '../context.js';
 import type { Db, Tx } from '../db/index.js';
+import { insertRows } from '../db/insert.js';
 import type { Order, Ticket } from '../db/schema.js';
 import { newId, nowIso, random } from '../ids.js';
 
@@ -76,7 +77,7 @@ export async function issueTickets(tx: Tx, order: Pick<Order, 'id' | 'shop_id'>)
     })),
   );
   for (let i = 0; i < rows.length; i += INSERT_CHUNK) {
-    await tx.insertInto('tickets').values(rows.slice(i, i + INSERT_CHUNK)).execute();
+    await insertRows(tx, 'tickets', rows.slice(i, i + INSERT_CHUNK));
   }
   return rows.length;
 }

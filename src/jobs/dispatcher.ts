@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import type { ExpressionBuilder } from 'kysely';
 import type { Context } from '../context.js';
 import { StopRetrying } from '../errors.js';
+import { insertRow, insertRows } from '../db/insert.js';
 import type { Database, Job } from '../db/schema.js';
 import { newId, nowIso } from '../ids.js';
 import type { JobKind, JobRegistry } from './registry.js';
@@ -197,21 +198,20 @@ export class Dispatcher {
       }
       if (jobs.length === 0) return [];
       const claims = jobs.map((job) => ({ job, runId: newId('run') }));
-      await tx
-        .insertInto('job_runs')
-        .values(
-          claims.map(({ job, runId }) => ({
-            id: runId,
-            job_id: job.id,
-            attempt: job.attempts,
-            worker: this.workerId,
-            started_at: at,
-            finished_at: null,
-            outcome: 'running' as const,
-            error: null,
-          })),
-        )
-        .execute();
+      await insertRows(
+        tx,
+        'job_runs',
+        claims.map(({ job, runId }) => ({
+          id: runId,
+          job_id: job.id,
+          attempt: job.attempts,
+          worker: this.workerId,
+          started_at: at,
+          finished_at: null,
+          outcome: 'running' as const,
+          error: null,
+        })),
+      );
       return claims;
     });
   }
@@ -315,17 +315,14 @@ export class Dispatcher {
         .executeTakeFirst();
       const held = result.numUpdatedRows > 0n;
       if (held && exhausted) {
-        await tx
-          .insertInto('alerts')
-          .values({
-            id: newId('alr'),
-            kind: 'job_dead',
-            message: `job ${job.kind} ${job.id} failed ${job.attempts} time(s) and was dead-lettered; last error: ${message}`,
-            ref: job.id,
-            created_at: at,
-            resolved_at: null,
-          })
-          .execute();
+        await insertRow(tx, 'alerts', {
+          id: newId('alr'),
+          kind: 'job_dead',
+          message: `job ${job.kind} ${job.id} failed ${job.attempts} time(s) and was dead-lettered; last error: ${message}`,
+          ref: job.id,
+          created_at: at,
+          resolved_at: null,
+        });
       }
       await tx
         .updateTable('job_runs')

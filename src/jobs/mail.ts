@@ -6,6 +6,7 @@ import { LOTTERY_MAILS } from '../commerce/lottery-mail.js';
 import { ORDER_MAILS } from '../commerce/order-mail.js';
 import type { Context } from '../context.js';
 import type { Db } from '../db/index.js';
+import { insertRow } from '../db/insert.js';
 import type { MailLogEntry } from '../db/schema.js';
 import { invalid, StopRetrying } from '../errors.js';
 import { newId, nowIso } from '../ids.js';
@@ -76,21 +77,18 @@ const messageId = (mail: Mail) => `<${mail.id}@kessai>`;
 
 async function logAttempt(e: { ctx: Context; jobId: string; attempt: number; template: string; mail: Mail; outcome: 'sent' | 'failed'; response: string }): Promise<void> {
   try {
-    await e.ctx.db
-      .insertInto('mail_log')
-      .values({
-        id: newId('mlg'),
-        job_id: e.jobId,
-        template: e.template,
-        recipient: e.mail.to,
-        subject: e.mail.subject,
-        message_id: messageId(e.mail),
-        outcome: e.outcome,
-        response: e.response.slice(0, 1000),
-        attempt: e.attempt,
-        created_at: nowIso(),
-      })
-      .execute();
+    await insertRow(e.ctx.db, 'mail_log', {
+      id: newId('mlg'),
+      job_id: e.jobId,
+      template: e.template,
+      recipient: e.mail.to,
+      subject: e.mail.subject,
+      message_id: messageId(e.mail),
+      outcome: e.outcome,
+      response: e.response.slice(0, 1000),
+      attempt: e.attempt,
+      created_at: nowIso(),
+    });
   } catch (err) {
     // The log is a record, not the delivery: a mail sent must not be sent again because its row failed.
     e.ctx.log.error({ err, job: e.jobId }, 'could not write the mail log');

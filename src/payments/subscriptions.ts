@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { attachOrder } from '../accounts/orders.js';
 import { jstDate } from '../commerce/serial-codes.js';
 import { createRenewal, dueSubscriptions, RECURRING_PROVIDER, renewalOrder } from '../commerce/subscriptions.js';
+import { insertRow } from '../db/insert.js';
 import type { Order, Subscription } from '../db/schema.js';
 import { StopRetrying } from '../errors.js';
 import { newId, nowIso } from '../ids.js';
@@ -71,17 +72,14 @@ async function chargeRenewal(p: Payments, sub: Subscription, orderId: string): P
 async function unpaid(p: Payments, sub: Subscription, order: Order, reason: string): Promise<void> {
   const open = await p.ctx.db.selectFrom('alerts').select('id').where('kind', '=', 'subscription_unpaid').where('ref', '=', order.id).where('resolved_at', 'is', null).executeTakeFirst();
   if (open) return;
-  await p.ctx.db
-    .insertInto('alerts')
-    .values({
-      id: newId('alr'),
-      kind: 'subscription_unpaid',
-      message: `subscription ${sub.id}: renewal order ${order.number} is not paid: ${reason}; it waits for payment until ${order.expires_at}, then expires`,
-      ref: order.id,
-      created_at: nowIso(),
-      resolved_at: null,
-    })
-    .execute();
+  await insertRow(p.ctx.db, 'alerts', {
+    id: newId('alr'),
+    kind: 'subscription_unpaid',
+    message: `subscription ${sub.id}: renewal order ${order.number} is not paid: ${reason}; it waits for payment until ${order.expires_at}, then expires`,
+    ref: order.id,
+    created_at: nowIso(),
+    resolved_at: null,
+  });
   p.ctx.log.warn({ subscription: sub.id, order: order.number, reason }, 'subscription renewal not paid');
 }
 
