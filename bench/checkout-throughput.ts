@@ -133,22 +133,8 @@ function insertRow(on: typeof scratch): () => Promise<void> {
 const baselineTx = insertRow(rawScratch);
 const groupedBaselineTx = insertRow(scratch);
 
-/**
- * Order numbers are K + date + 6 random characters (32^6 a day), so among tens of thousands of orders
- * a duplicate is likely (birthday bound); createOrder then fails with the UNIQUE constraint on
- * orders.number. Counted and retried here so the benchmark measures throughput, reported in the result.
- */
-let numberCollisions = 0;
 async function checkoutTx(): Promise<void> {
-  for (;;) {
-    try {
-      await createOrder(ctx, checkoutInput);
-      return;
-    } catch (error) {
-      if (!(error instanceof Error && /UNIQUE constraint failed: orders\.number/.test(error.message))) throw error;
-      numberCollisions += 1;
-    }
-  }
+  await createOrder(ctx, checkoutInput);
 }
 
 // ------------------------------------------------------------------ measurement
@@ -291,7 +277,6 @@ const result = {
   ratioConcPerRoundMedian: median(series.checkoutConc.map((c, i) => c / series.baselineConc[i]!)),
   ratioConcGroupedPerRoundMedian: median(series.checkoutConc.map((c, i) => c / series.groupedBaselineConc[i]!)),
   ordersCreated: orderCount,
-  orderNumberCollisions: numberCollisions,
   walPagesPerTx: { baseline: Number(baselinePages.toFixed(1)), checkout: Number(checkoutPages.toFixed(1)), checkoutConc: Number(checkoutPagesConc.toFixed(1)) },
   goal: GOAL,
 };
@@ -314,7 +299,6 @@ for (const r of rows) console.log(r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!
 console.log(`ratio checkout/baseline (of the medians): sequential ${pct(result.ratioSeq)}, ${CONCURRENCY} callers ${pct(result.ratioConc)}; median of per-round ratios ${pct(result.ratioSeqPerRoundMedian)} / ${pct(result.ratioConcPerRoundMedian)} (goal ≥ ${pct(GOAL)}: ${result.ratioSeq >= GOAL ? 'met' : 'NOT met'} sequential, ${result.ratioConc >= GOAL ? 'met' : 'NOT met'} concurrent)`);
 console.log(`ratio checkout/grouped baseline, ${CONCURRENCY} callers: ${pct(result.ratioConcGrouped)} of the medians, ${pct(result.ratioConcGroupedPerRoundMedian)} median of per-round ratios`);
 console.log(`WAL pages written per transaction: baseline ${baselinePages.toFixed(1)}, checkout ${checkoutPages.toFixed(1)} (1 caller), ${checkoutPagesConc.toFixed(1)} (${CONCURRENCY} callers)`);
-if (numberCollisions > 0) console.log(`order-number collisions (UNIQUE orders.number, retried): ${numberCollisions} in ${orderCount} orders`);
 
 if (breakdownSummary) {
   const b = breakdownSummary;

@@ -141,8 +141,6 @@ export async function createValidOrder(ctx: Context, o: ValidOrderInput, opts: C
   const expiresAt = nowIso(new Date(now.getTime() + ctx.config.reservationTtlSeconds * 1000));
 
   const order = await ctx.db.transaction().execute(async (tx) => {
-    const shop = await tx.selectFrom('shops').select('id').where('id', '=', o.shop).executeTakeFirst();
-    if (!shop) throw invalid([{ field: 'shop', reason: `shop "${o.shop}" does not exist` }]);
     const skus = await tx
       .selectFrom('skus')
       .innerJoin('products', 'products.id', 'skus.product_id')
@@ -155,7 +153,11 @@ export async function createValidOrder(ctx: Context, o: ValidOrderInput, opts: C
     const unknown: FieldProblem[] = o.lines.flatMap((l, i) =>
       byCode.has(l.sku) ? [] : [{ field: `lines.${i}.sku`, reason: `no product "${l.sku}" in shop "${o.shop}"` }],
     );
-    if (unknown.length > 0) throw invalid(unknown);
+    if (unknown.length > 0) {
+      // Only now, off the common path: is it the products or the whole shop that is missing?
+      const shop = await tx.selectFrom('shops').select('id').where('id', '=', o.shop).executeTakeFirst();
+      throw invalid(shop ? unknown : [{ field: 'shop', reason: `shop "${o.shop}" does not exist` }]);
+    }
     const needsShipping = skus.some((s) => s.kind === 'physical');
     if (needsShipping && !o.shippingAddress) {
       throw invalid([{ field: 'shippingAddress', reason: 'is required when the order contains a physical product' }]);
@@ -184,15 +186,13 @@ export async function createValidOrder(ctx: Context, o: ValidOrderInput, opts: C
       }
     }
 
-    let number = orderNumber(now);
-    while (await tx.selectFrom('orders').select('id').where('number', '=', number).executeTakeFirst()) number = orderNumber(now);
     const customerId = newId('cus');
     const at = nowIso(now);
     await insertRow(tx, 'customers', { id: customerId, shop_id: o.shop, email: o.customer.email, name: o.customer.name, name_kana: o.customer.nameKana ?? null, phone: o.customer.phone ?? null, password_hash: null, email_verified_at: null, created_at: at });
     const row: Order = {
       id: orderId,
       shop_id: o.shop,
-      number,
+      number: orderNumber(now),
       token_hash: hashToken(token),
       customer_id: customerId,
       email: o.customer.email,
@@ -211,7 +211,9 @@ export async function createValidOrder(ctx: Context, o: ValidOrderInput, opts: C
       created_at: at,
       updated_at: at,
     };
-    await insertRow(tx, 'orders', row);
+    // A number already taken (one in a trillion a day per pair) is skipped by the insert, not
+    // failed, so the transaction carries on with a fresh one on either engine.
+    while ((await insertRow(tx, 'orders', row, { skipDuplicateOf: 'number' })) === 0) row.number = orderNumber(now);
     await insertRows(
       tx,
       'order_lines',

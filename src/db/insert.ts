@@ -17,7 +17,7 @@ function isPlain(value: unknown): value is Value {
  * insert; on the checkout and notification paths that was about a fifth of the time
  * (docs/benchmarks.md §1), so the SQL is built once per table, number of rows and column list and
  * then run with the new values bound. Columns whose value is `undefined` are left to their default,
- * as Kysely does. An insert that needs more than plain values (a conflict clause, `returning`, an
+ * as Kysely does. Answers the number of rows written. An insert that needs more than plain values (a conflict clause, `returning`, an
  * SQL expression as a value) uses Kysely's builder directly.
  */
 export interface InsertOptions<T extends Table> {
@@ -25,8 +25,8 @@ export interface InsertOptions<T extends Table> {
   skipDuplicateOf?: keyof Database[T] & string;
 }
 
-export async function insertRows<T extends Table>(db: Db | Tx, table: T, rows: readonly Insertable<Database[T]>[], options: InsertOptions<T> = {}): Promise<void> {
-  if (rows.length === 0) return;
+export async function insertRows<T extends Table>(db: Db | Tx, table: T, rows: readonly Insertable<Database[T]>[], options: InsertOptions<T> = {}): Promise<number> {
+  if (rows.length === 0) return 0;
   const first = rows[0] as Record<string, unknown>;
   const columns = Object.keys(first).filter((c) => first[c] !== undefined);
   const parameters: Value[] = [];
@@ -51,9 +51,11 @@ export async function insertRows<T extends Table>(db: Db | Tx, table: T, rows: r
     text = compiled.sql;
     texts.set(key, text);
   }
-  await db.executeQuery(CompiledQuery.raw(text, parameters));
+  const result = await db.executeQuery(CompiledQuery.raw(text, parameters));
+  return Number(result.numAffectedRows ?? 0);
 }
 
-export function insertRow<T extends Table>(db: Db | Tx, table: T, row: Insertable<Database[T]>, options: InsertOptions<T> = {}): Promise<void> {
+/** Answers the number of rows written: 0 when `skipDuplicateOf` skipped the row. */
+export function insertRow<T extends Table>(db: Db | Tx, table: T, row: Insertable<Database[T]>, options: InsertOptions<T> = {}): Promise<number> {
   return insertRows(db, table, [row], options);
 }

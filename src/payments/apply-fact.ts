@@ -4,6 +4,7 @@ import { applyOrderChange, lockOrder, orderSnapshot, recordChange } from '../com
 import type { PaymentSnapshot, PaymentState } from '../commerce/payment-machine.js';
 import type { Context } from '../context.js';
 import { forUpdate, type Db, type Tx } from '../db/index.js';
+import { insertRow } from '../db/insert.js';
 import type { NewPaymentEvent, PaymentAttempt, PaymentEvent } from '../db/schema.js';
 import { newId, nowIso } from '../ids.js';
 import type { GatewayFact } from './provider.js';
@@ -211,10 +212,7 @@ async function settle(ctx: Context, tx: Tx, event: EventRow, recorded: boolean, 
     // Kept, not dropped: a verified fact for a reference we do not know needs a human.
     const note = `no payment attempt "${f.merchantRef}" in shop "${shopId}"`;
     await write('unknown_attempt', note, null);
-    await tx
-      .insertInto('alerts')
-      .values({ id: newId('alr'), kind: 'unknown_payment', message: `${provider}: ${note}`, ref: event.id, created_at: at, resolved_at: null })
-      .execute();
+    await insertRow(tx, 'alerts', { id: newId('alr'), kind: 'unknown_payment', message: `${provider}: ${note}`, ref: event.id, created_at: at, resolved_at: null });
     return { outcome: 'unknown_attempt', note };
   }
 

@@ -10,6 +10,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { after, before, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { sql } from 'kysely';
+import pg from 'pg';
 import { createProduct } from '../../src/commerce/catalog.js';
 import { createOrder } from '../../src/commerce/orders.js';
 import { sandboxSecret } from '../../src/commerce/shops.js';
@@ -242,4 +243,35 @@ forEachEngine('notification inbox (record, answer, apply)', (engine) => {
     await notificationsApplied(store);
     for (const b of bought) await paidOnce(store, b);
   });
+  it(
+    'after a burst in which applying was slow, what was recorded is applied as soon as the burst is over',
+    { skip: engine === 'sqlite' ? 'needs a second connection holding a row lock without blocking the store (PostgreSQL)' : false },
+    async () => {
+      const slow = await buy(store);
+      const rest = await Promise.all(Array.from({ length: 12 }, () => buy(store)));
+      // Another session holds the first order's row: applying its notification waits on the lock.
+      const blocker = new pg.Client({ connectionString: store.database.url });
+      await blocker.connect();
+      try {
+        await blocker.query('begin');
+        await blocker.query('select id from orders where id = $1 for update', [slow.orderId]);
+        assert.equal((await deliver(store, capturedWebhook(store, slow.attempt.merchant_ref, slow.attempt.amount))).status, 200);
+        await new Promise((resolve) => setTimeout(resolve, 1500));
+        // Notifications keep arriving while the lock goes: the slow batch ends in the middle of a
+        // burst, which is when the applier holds back for nine times the batch's length.
+        const deliveries = rest.map(async (b, i) => {
+          await new Promise((resolve) => setTimeout(resolve, i * 15));
+          if (i === 4) await blocker.query('commit');
+          const res = await deliver(store, capturedWebhook(store, b.attempt.merchant_ref, b.attempt.amount));
+          assert.equal(res.status, 200);
+        });
+        await Promise.all(deliveries);
+      } finally {
+        await blocker.end();
+      }
+      // The burst is over: everything is applied within a few seconds, not after a 13-second rest.
+      await notificationsApplied(store, 5000);
+      for (const b of [slow, ...rest]) assert.equal(await orderState(store, b.orderId), 'paid');
+    },
+  );
 });
