@@ -6,7 +6,7 @@ import { mailTemplates } from '../jobs/mail-template.js';
 import { orderSerialCodes } from './serial-codes.js';
 import { orderTickets, ticketQrPng, type TicketView } from './tickets.js';
 
-export const ORDER_MAIL_TEMPLATES = ['order_paid', 'payment_instructions', 'refund', 'order_cancelled', 'order_shipped'] as const;
+export const ORDER_MAIL_TEMPLATES = ['order_paid', 'payment_instructions', 'refund', 'order_cancelled', 'order_shipped', 'renewal_unpaid'] as const;
 export type OrderMailTemplate = (typeof ORDER_MAIL_TEMPLATES)[number];
 
 const yen = (n: number) => `${n.toLocaleString('ja-JP')}円`;
@@ -105,6 +105,13 @@ export async function orderMail(ctx: Context, template: OrderMailTemplate, order
       subject: `【${shop.name}】商品発送のお知らせ (${order.number})`,
       text: `ご注文の商品を発送しました。/ Your order has been shipped.\n\n${summary}\n${shipTo}`,
     },
+    renewal_unpaid: {
+      subject: `【${shop.name}】定期購入のお支払いができませんでした (${order.number})`,
+      text:
+        `定期購入の今回分を、ご登録のお支払い方法でお支払いいただけませんでした。/ We could not charge this renewal of your subscription with your registered payment method.\n\n${summary}\n\n` +
+        `${new Date(order.expires_at).toLocaleString('ja-JP', { timeZone: 'Asia/Tokyo' })} までにお支払いを確認できない場合、今回分はキャンセルされます。/ If it is not paid by then, this renewal is cancelled.\n` +
+        `お支払い方法のご確認やご質問は、お問い合わせフォームからご連絡ください。/ To check your payment method or ask us: ${ctx.config.publicUrl}/inquiry\n`,
+    },
   };
   const withQr = template === 'order_paid' && valid.length > 0 ? await ticketsHtml(paidIntro, `${summary}\n${serialText}`, valid, order.number) : {};
   return { to: order.email, id: `${template}.${order.number}.${jobId}`, ...bodies[template], ...withQr };
@@ -114,6 +121,6 @@ const byOrder = z.object({ orderId: z.string() });
 
 /** Order mails read the order when they are sent; the payload names it only. */
 export const ORDER_MAILS = mailTemplates(
-  { order_paid: byOrder, payment_instructions: byOrder, refund: byOrder, order_cancelled: byOrder, order_shipped: byOrder } satisfies Record<OrderMailTemplate, z.ZodType>,
+  { order_paid: byOrder, payment_instructions: byOrder, refund: byOrder, order_cancelled: byOrder, order_shipped: byOrder, renewal_unpaid: byOrder } satisfies Record<OrderMailTemplate, z.ZodType>,
   (ctx, p, jobId) => orderMail(ctx, p.template, p.orderId, jobId),
 );

@@ -68,19 +68,23 @@ async function chargeRenewal(p: Payments, sub: Subscription, orderId: string): P
   }
 }
 
-/** The renewal stays waiting for payment; an operator hears of it once. */
+/** The renewal stays waiting for payment; an operator and the member hear of it once. */
 async function unpaid(p: Payments, sub: Subscription, order: Order, reason: string): Promise<void> {
-  const open = await p.ctx.db.selectFrom('alerts').select('id').where('kind', '=', 'subscription_unpaid').where('ref', '=', order.id).where('resolved_at', 'is', null).executeTakeFirst();
-  if (open) return;
-  await insertRow(p.ctx.db, 'alerts', {
-    id: newId('alr'),
-    kind: 'subscription_unpaid',
-    message: `subscription ${sub.id}: renewal order ${order.number} is not paid: ${reason}; it waits for payment until ${order.expires_at}, then expires`,
-    ref: order.id,
-    created_at: nowIso(),
-    resolved_at: null,
+  const told = await p.ctx.db.transaction().execute(async (tx) => {
+    const open = await tx.selectFrom('alerts').select('id').where('kind', '=', 'subscription_unpaid').where('ref', '=', order.id).where('resolved_at', 'is', null).executeTakeFirst();
+    if (open) return false;
+    await insertRow(tx, 'alerts', {
+      id: newId('alr'),
+      kind: 'subscription_unpaid',
+      message: `subscription ${sub.id}: renewal order ${order.number} is not paid: ${reason}; it waits for payment until ${order.expires_at}, then expires`,
+      ref: order.id,
+      created_at: nowIso(),
+      resolved_at: null,
+    });
+    await enqueue(tx, { kind: 'mail.send', payload: { template: 'renewal_unpaid', orderId: order.id }, dedupeKey: `mail:renewal_unpaid:${order.id}` });
+    return true;
   });
-  p.ctx.log.warn({ subscription: sub.id, order: order.number, reason }, 'subscription renewal not paid');
+  if (told) p.ctx.log.warn({ subscription: sub.id, order: order.number, reason }, 'subscription renewal not paid');
 }
 
 export function subscriptionJobKinds(p: Payments): JobKind[] {

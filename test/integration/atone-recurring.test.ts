@@ -290,7 +290,7 @@ forEachEngine('atone subscriptions', (engine) => {
     assert.equal(orders.length, 1);
   });
 
-  it('a declined registration leaves the renewal waiting for payment and alerts an operator', async () => {
+  it('a declined registration leaves the renewal waiting for payment, alerts an operator and tells the member once', async () => {
     const box = await product(store, 1980, { recurring: 3 });
     await memberBuys(store, customerId, box);
     const sub = await store.rt.ctx.db.selectFrom('subscriptions').selectAll().where('customer_id', '=', customerId).where('interval_months', '=', 3).executeTakeFirstOrThrow();
@@ -302,6 +302,18 @@ forEachEngine('atone subscriptions', (engine) => {
     const alerts = (await (await admin(store, 'GET', '/alerts')).json()) as { alerts: { kind: string; message: string; ref: string }[] };
     const alert = alerts.alerts.find((x) => x.kind === 'subscription_unpaid' && x.ref === renewal.id);
     assert.match(alert?.message ?? '', /not paid: atone did not authorize/);
+    // The member hears of it by mail: which renewal, until when it waits, and where to ask.
+    const { email } = await store.rt.ctx.db.selectFrom('customers').select('email').where('id', '=', customerId).executeTakeFirstOrThrow();
+    const { number } = await store.rt.ctx.db.selectFrom('orders').select('number').where('id', '=', renewal.id).executeTakeFirstOrThrow();
+    const mail = await eventually(async () => {
+      const found = readMails(store.dataDir).filter((m) => m.name.startsWith('renewal_unpaid.') && m.text.includes(number));
+      assert.equal(found.length, 1, 'one mail for the unpaid renewal');
+      return found[0]!;
+    }, 10_000);
+    assert.match(mail.head, new RegExp(`^To: ${email}$`, 'mi'));
+    assert.match(mail.text, /定期購入の今回分を、ご登録のお支払い方法でお支払いいただけませんでした/);
+    assert.match(mail.text, /this renewal is cancelled/);
+    assert.ok(mail.text.includes(`${store.url}/inquiry`), mail.text);
   });
 
   it('a member without a saved token: the renewal is not sent to atone, it waits and an operator is alerted', async () => {

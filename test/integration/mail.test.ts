@@ -96,6 +96,7 @@ forEachEngine('transactional mail over SMTP', (engine) => {
       refund: [{ orderId }, email, '返金のお知らせ', '返金を行いました'],
       order_cancelled: [{ orderId }, email, 'ご注文キャンセルのお知らせ', 'キャンセルされました'],
       order_shipped: [{ orderId }, email, '商品発送のお知らせ', '〒150-0001 東京都渋谷区神宮前1-1-1'],
+      renewal_unpaid: [{ orderId }, email, '定期購入のお支払いができませんでした', 'お問い合わせフォームからご連絡ください'],
       lottery_applied: [lottery('lottery_applied'), 'fan@example.jp', '抽選お申し込み受付', 'ライブチケット 東京公演 × 2'],
       lottery_updated: [lottery('lottery_updated'), 'fan@example.jp', '抽選お申し込み内容の変更', '現在の内容は次のとおりです'],
       lottery_won: [lottery('lottery_won'), 'fan@example.jp', '当選のお知らせ', 'お支払い金額 / Amount: 17,600円（税込）'],
