@@ -16,7 +16,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe } from 'node:test';
 import pg from 'pg';
+import { loadConfig } from '../../src/config.js';
+import type { Context } from '../../src/context.js';
 import { migrateToLatest, openDatabase, type DatabaseHandle, type Db, type Engine } from '../../src/db/index.js';
+import { createLogger, Metrics } from '../../src/observability.js';
 
 export type { Engine };
 
@@ -139,6 +142,12 @@ export function useTestDatabase(engine: Engine, options?: TestDatabaseOptions) {
     },
     get url(): string {
       return get().url;
+    },
+    /** A store context on this database (silent log), for tests that call the domain directly. */
+    context(): Context {
+      const { url, handle } = get();
+      const config = loadConfig({ DATABASE_URL: url, KESSAI_MASTER_KEY: '0'.repeat(64), KESSAI_ADMIN_TOKEN: 'test-admin-token-0123456789' });
+      return { config, db: handle.db, engine, log: createLogger('silent'), metrics: new Metrics() };
     },
   };
 }

@@ -15,10 +15,8 @@ import { sql } from 'kysely';
 import { createProduct } from '../../src/commerce/catalog.js';
 import { createOrder, type OrderInput } from '../../src/commerce/orders.js';
 import { createShop } from '../../src/commerce/shops.js';
-import { loadConfig } from '../../src/config.js';
 import type { Context } from '../../src/context.js';
 import { KessaiError } from '../../src/errors.js';
-import { createLogger, Metrics } from '../../src/observability.js';
 import { ENGINES, forEachEngine, useTestDatabase } from '../helpers/db.js';
 
 const FIXTURE = fileURLToPath(new URL('../fixtures/group-commit-crash.ts', import.meta.url));
@@ -42,13 +40,7 @@ async function count(ctx: Context, table: 'orders' | 'customers' | 'reservations
 
 forEachEngine('concurrent checkouts', (engine) => {
   const t = useTestDatabase(engine);
-  const context = (): Context => ({
-    config: loadConfig({ DATABASE_URL: t.url, KESSAI_MASTER_KEY: '0'.repeat(64), KESSAI_ADMIN_TOKEN: 'test-admin-token-0123456789' }),
-    db: t.db,
-    engine,
-    log: createLogger('silent'),
-    metrics: new Metrics(),
-  });
+  const context = (): Context => t.context();
 
   it('each gets its own outcome when some run out of stock or fail validation in the same burst', async () => {
     const ctx = context();

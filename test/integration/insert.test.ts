@@ -10,21 +10,13 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import { createShop } from '../../src/commerce/shops.js';
-import { loadConfig } from '../../src/config.js';
 import type { Context } from '../../src/context.js';
 import { insertRow, insertRows } from '../../src/db/insert.js';
-import { createLogger, Metrics } from '../../src/observability.js';
 import { forEachEngine, useTestDatabase } from '../helpers/db.js';
 
 forEachEngine('plain inserts (insertRow, insertRows)', (engine) => {
   const t = useTestDatabase(engine);
-  const context = (): Context => ({
-    config: loadConfig({ DATABASE_URL: t.url, KESSAI_MASTER_KEY: '0'.repeat(64), KESSAI_ADMIN_TOKEN: 'test-admin-token-0123456789' }),
-    db: t.db,
-    engine,
-    log: createLogger('silent'),
-    metrics: new Metrics(),
-  });
+  const context = (): Context => t.context();
   const at = '2026-11-24T00:00:00.000Z';
 
   it('writes exactly the values given, each time the same shape is reused, and leaves undefined columns to their default', async () => {
