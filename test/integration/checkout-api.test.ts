@@ -223,6 +223,38 @@ forEachEngine('checkout and stock', (engine) => {
     assert.equal(made.status, 404);
   });
 
+  it('lists the payment methods a basket can use, with the checkout\'s own rules, and names a bad line', async () => {
+    const providers = async (query: string) => {
+      const res = await fetch(`${store.url}/api/shops/default/payment-methods${query}`);
+      const body = (await res.json()) as { providers?: { provider: string }[]; error?: { code: string; problems: { field: string; reason: string }[] } };
+      return { status: res.status, names: (body.providers ?? []).map((x) => x.provider).sort(), problems: body.error?.problems ?? [] };
+    };
+    await setShopSettings(store.rt.ctx, 'default', { 'payments.ticketProviders': 'komoju,sbps' });
+    try {
+      const all = await providers('');
+      assert.equal(all.status, 200);
+      assert.ok(all.names.includes('testpay') && all.names.includes('komoju'), all.names.join());
+      // A ticket: only the shop's ticket providers.
+      assert.deepEqual((await providers('?lines=demo-ticket:1')).names, ['komoju', 'sbps']);
+      // Above KOMOJU's maximum for this shop (5,460 yen > 5,000): KOMOJU is left out, the others stay.
+      await setShopSettings(store.rt.ctx, 'default', { 'komoju.maxAmount': '5000' });
+      const dear = await providers('?lines=demo-cd:3,demo-serial:1');
+      assert.equal(dear.status, 200);
+      assert.ok(!dear.names.includes('komoju') && dear.names.includes('testpay'), dear.names.join());
+      assert.ok((await providers('?lines=demo-cd:1')).names.includes('komoju'));
+      // Bad lines are named as the checkout names them.
+      const bad = await providers('?lines=demo-cd:0,no-such-thing:1');
+      assert.equal(bad.status, 400);
+      assert.deepEqual(bad.problems.map((x) => x.field), ['lines.0.quantity']);
+      const unknown = await providers('?lines=demo-cd:1,no-such-thing:2');
+      assert.equal(unknown.status, 400);
+      assert.deepEqual(unknown.problems, [{ field: 'lines.1.sku', reason: 'no product "no-such-thing" in shop "default"' }]);
+      assert.deepEqual((await providers('?lines=demo-cd')).problems.map((x) => x.field), ['lines.0.quantity']);
+    } finally {
+      await setShopSettings(store.rt.ctx, 'default', { 'payments.ticketProviders': '', 'komoju.maxAmount': '' });
+    }
+  });
+
   it('lists the lines in the order the customer put them in the cart', async () => {
     const codes: string[] = [];
     for (let i = 0; i < 6; i++) codes.push(await limitedProduct(store, 10, 100 * (i + 1)));

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify';
 import { z } from 'zod';
-import { getProduct, listProducts } from '../../commerce/catalog.js';
-import { findOrderByToken, orderInput, orderView } from '../../commerce/orders.js';
+import { basketOf, catalogItems, getProduct, listProducts } from '../../commerce/catalog.js';
+import { findOrderByToken, orderInput, orderLinesInput, orderView } from '../../commerce/orders.js';
 import { DEFAULT_SHOP_ID, getShopSettings, shopExists } from '../../commerce/shops.js';
 import { invalid, KessaiError, notFound, parseInput } from '../../errors.js';
 import { lookupPostcode, normalisePostcode } from '../../integrations/postcode/index.js';
@@ -12,6 +12,7 @@ import { doc } from '../schema.js';
 const shopParams = z.object({ shopId: z.string() });
 const productParams = shopParams.extend({ code: z.string() });
 const tokenParams = z.object({ token: z.string() });
+const methodsQuery = z.object({ lines: z.string().min(1, { error: 'must name at least one line, as sku:quantity' }).max(3000).optional() });
 const addressQuery = z.object({ postcode: z.string().max(20), shop: z.string().default(DEFAULT_SHOP_ID) });
 const paymentInput = z.strictObject({
   provider: z.string().min(1, { error: 'must not be empty' }).max(20),
@@ -36,11 +37,31 @@ export function apiRoutes(p: Payments): FastifyPluginAsync {
       return { product: await getProduct(ctx, shopId, code) };
     });
 
-    app.get('/shops/:shopId/payment-methods', { schema: { tags: ['checkout'], summary: 'Payment providers and methods the shop offers' } }, async (request) => {
-      const { shopId } = parseInput(shopParams, request.params);
-      await requireShop(shopId);
-      return { providers: await availableMethods(p, shopId) };
-    });
+    app.get(
+      '/shops/:shopId/payment-methods',
+      {
+        schema: {
+          tags: ['checkout'],
+          summary: 'Payment providers and methods the shop offers; with `lines`, only those that can pay that basket (its total, product kinds and subscriptions)',
+          querystring: doc(methodsQuery),
+        },
+      },
+      async (request) => {
+        const { shopId } = parseInput(shopParams, request.params);
+        const { lines: raw } = parseInput(methodsQuery, request.query);
+        await requireShop(shopId);
+        if (raw === undefined) return { providers: await availableMethods(p, shopId) };
+        // `sku:quantity,sku:quantity`, checked with the checkout's own rules for lines.
+        const lines = parseInput(orderLinesInput(1), raw.split(',').map((pair) => {
+          const at = pair.lastIndexOf(':');
+          return { sku: at < 0 ? pair : pair.slice(0, at), quantity: at < 0 ? Number.NaN : Number(pair.slice(at + 1)) };
+        }), 'lines');
+        const items = await catalogItems(ctx, shopId, lines.map((l) => l.sku));
+        const unknown = lines.flatMap((l, i) => (items.has(l.sku) ? [] : [{ field: `lines.${i}.sku`, reason: `no product "${l.sku}" in shop "${shopId}"` }]));
+        if (unknown.length > 0) throw invalid(unknown);
+        return { providers: await availableMethods(p, shopId, await basketOf(ctx, shopId, lines)) };
+      },
+    );
 
     app.get('/address', { schema: { tags: ['checkout'], summary: 'The address of a Japanese postcode, to fill the checkout form', querystring: doc(addressQuery) } }, async (request) => {
       const { postcode: raw, shop } = parseInput(addressQuery, request.query);
