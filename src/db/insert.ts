@@ -12,19 +12,20 @@ function isPlain(value: unknown): value is Value {
   return value === null || typeof value === 'string' || typeof value === 'number' || typeof value === 'bigint' || Buffer.isBuffer(value);
 }
 
-/**
- * Inserts rows that all name the same columns. Kysely builds and compiles a query tree for every
- * insert; on the checkout and notification paths that was about a fifth of the time
- * (docs/benchmarks.md §1), so the SQL is built once per table, number of rows and column list and
- * then run with the new values bound. Columns whose value is `undefined` are left to their default,
- * as Kysely does. Answers the number of rows written. An insert that needs more than plain values (a conflict clause, `returning`, an
- * SQL expression as a value) uses Kysely's builder directly.
- */
 export interface InsertOptions<T extends Table> {
   /** A row that would repeat this unique column is skipped (`ON CONFLICT (column) DO NOTHING`). */
   skipDuplicateOf?: keyof Database[T] & string;
 }
 
+/**
+ * Inserts rows that all name the same columns. Kysely builds and compiles a query tree for every
+ * insert; on the checkout and notification paths that was about a fifth of the time
+ * (docs/benchmarks.md §1), so the SQL is built once per table, number of rows and column list and
+ * then run with the new values bound. Columns whose value is `undefined` are left to their default,
+ * as Kysely does. Answers the number of rows written. An insert that needs more than plain values
+ * (`returning`, `doUpdateSet`, several conflict columns, an SQL expression as a value) uses Kysely's
+ * builder directly.
+ */
 export async function insertRows<T extends Table>(db: Db | Tx, table: T, rows: readonly Insertable<Database[T]>[], options: InsertOptions<T> = {}): Promise<number> {
   if (rows.length === 0) return 0;
   const first = rows[0] as Record<string, unknown>;
@@ -35,6 +36,9 @@ export async function insertRows<T extends Table>(db: Db | Tx, table: T, rows: r
       const value = row[c];
       if (!isPlain(value)) throw new TypeError(`insertRows(${table}): column ${c} is ${value === undefined ? 'missing in a later row' : 'not a plain value'}`);
       parameters.push(value);
+    }
+    if (row !== first && Object.keys(row).some((c) => row[c] !== undefined && !columns.includes(c))) {
+      throw new TypeError(`insertRows(${table}): a later row names a column the first row leaves out`);
     }
   }
   const adapter = db.getExecutor().adapter;

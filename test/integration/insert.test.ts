@@ -58,5 +58,10 @@ forEachEngine('plain inserts (insertRow, insertRows)', (engine) => {
       /insertRows\(alerts\): column message is not a plain value/,
     );
     assert.equal(await t.db.selectFrom('alerts').select('id').where('id', '=', 'alr_bad').executeTakeFirst(), undefined);
+    // Rows that name different columns: never a silently dropped value.
+    const row = (id: string, ref: string | undefined) => ({ id, kind: 'job_dead', message: 'm', ref, created_at: at, resolved_at: null });
+    await assert.rejects(insertRows(t.db, 'alerts', [row('alr_mix_1', undefined), row('alr_mix_2', 'r')]), /a later row names a column the first row leaves out/);
+    await assert.rejects(insertRows(t.db, 'alerts', [row('alr_mix_3', 'r'), row('alr_mix_4', undefined)]), /column ref is missing in a later row/);
+    assert.deepEqual(await t.db.selectFrom('alerts').select('id').where('id', 'like', 'alr_mix_%').execute(), []);
   });
 });
