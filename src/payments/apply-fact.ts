@@ -100,9 +100,25 @@ export async function applyFact(ctx: Context, shopId: string, provider: string, 
  * is no longer waiting.
  */
 export async function applyRecorded(ctx: Context, eventId: string, locked: 'skip' | 'wait'): Promise<ApplyResult | undefined> {
-  const done = await ctx.db.transaction().execute((tx) => settleRecorded(ctx, tx, eventId, locked));
-  return done && reportRecorded(ctx, done);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const done = await ctx.db.transaction().execute((tx) => settleRecorded(ctx, tx, eventId, locked));
+      return done && reportRecorded(ctx, done);
+    } catch (error) {
+      if (attempt >= APPLY_TRIES || !RETRYABLE.has(String((error as { code?: unknown } | null)?.code))) throw error;
+      ctx.log.warn({ err: error, event: eventId, attempt }, 'applying a recorded notification was rolled back by PostgreSQL (deadlock or serialization); trying again');
+    }
+  }
 }
+
+/**
+ * PostgreSQL rolled the transaction back to break a deadlock (40P01) or because it could not be
+ * serialised (40001): nothing of it happened, and applying the event again is safe. Concurrent
+ * payments racing for the last serial codes can deadlock (each holds codes the other's waiting
+ * pick wants); without this the event waited for the sweep, a minute or more.
+ */
+const RETRYABLE = new Set(['40P01', '40001']);
+const APPLY_TRIES = 3;
 
 /** Recorded events applied at the same time on PostgreSQL, each on its own pooled connection. */
 const CONCURRENT_EVENTS = 4;

@@ -274,4 +274,36 @@ forEachEngine('notification inbox (record, answer, apply)', (engine) => {
       for (const b of [slow, ...rest]) assert.equal(await orderState(store, b.orderId), 'paid');
     },
   );
+  it(
+    'a notification whose application PostgreSQL picks as a deadlock victim is applied again at once, not left for the sweep',
+    { skip: engine === 'sqlite' ? 'SQLite has one writer and no deadlocks' : false },
+    async () => {
+      const b = await buy(store);
+      const skuId = (await store.rt.ctx.db.selectFrom('skus').select('id').where('code', '=', b.code).executeTakeFirstOrThrow()).id;
+      const other = new pg.Client({ connectionString: store.database.url });
+      await other.connect();
+      try {
+        // This session holds the SKU's row and waits long before looking for deadlocks, so the
+        // store's transaction (1 s, the default) is the one PostgreSQL rolls back.
+        await other.query('begin');
+        await other.query("set local deadlock_timeout = '20s'");
+        await other.query('select id from skus where id = $1 for update', [skuId]);
+        assert.equal((await deliver(store, capturedWebhook(store, b.attempt.merchant_ref, b.attempt.amount))).status, 200);
+        // The store's transaction has locked the order and now waits for the SKU.
+        await eventually(async () => {
+          const { rows } = await other.query("select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and pid <> pg_backend_pid() and datname = current_database()");
+          assert.equal(rows[0].n, 1);
+        }, 5000);
+        // Now this session wants the order: a cycle. The store's side is rolled back after 1 s.
+        await other.query('select id from orders where id = $1 for update', [b.orderId]);
+        await other.query('commit');
+      } finally {
+        await other.end();
+      }
+      // Applied again right away (the sweep would take a minute or more).
+      await notificationsApplied(store, 5000);
+      assert.equal(await orderState(store, b.orderId), 'paid');
+      await paidOnce(store, b);
+    },
+  );
 });
