@@ -174,8 +174,11 @@ export interface Basket {
   subscriptions: readonly string[];
 }
 
-/** The basket of order lines at today's prices; unknown codes count for nothing (the order refuses them). */
-export async function basketOf(ctx: Context, shopId: string, lines: readonly { sku: string; quantity: number }[]): Promise<Basket> {
+/**
+ * The basket of order lines at today's prices. Codes that name no active product count for nothing
+ * (the order refuses them); `unknown` lists the positions of those lines.
+ */
+export async function basketOf(ctx: Context, shopId: string, lines: readonly { sku: string; quantity: number }[]): Promise<Basket & { unknown: number[] }> {
   const items = await catalogItems(ctx, shopId, lines.map((l) => l.sku));
   const known = lines.flatMap((l) => {
     const item = items.get(l.sku);
@@ -185,5 +188,6 @@ export async function basketOf(ctx: Context, shopId: string, lines: readonly { s
     total: known.reduce((sum, l) => sum + l.item.price * l.quantity, 0),
     kinds: [...new Set(known.map((l) => l.item.kind))],
     subscriptions: known.filter((l) => l.item.recurringIntervalMonths !== null).map((l) => l.item.code),
+    unknown: lines.flatMap((l, i) => (items.has(l.sku) ? [] : [i])),
   };
 }

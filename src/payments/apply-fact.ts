@@ -76,7 +76,7 @@ export async function applyFact(ctx: Context, shopId: string, provider: string, 
     const seen = await findEvent(ctx.db, shopId, provider, f.eventKey);
     try {
       if (!seen) {
-        const result = await ctx.db.transaction().execute((tx) => settle(ctx, tx, eventRow(shopId, provider, f, source), false, f));
+        const result = await settling(ctx, (tx) => settle(ctx, tx, eventRow(shopId, provider, f, source), false, f));
         return report(ctx, provider, shopId, f, result);
       }
       // The same news came as a notification that is recorded but not applied yet: it is applied
@@ -100,25 +100,31 @@ export async function applyFact(ctx: Context, shopId: string, provider: string, 
  * is no longer waiting.
  */
 export async function applyRecorded(ctx: Context, eventId: string, locked: 'skip' | 'wait'): Promise<ApplyResult | undefined> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      const done = await ctx.db.transaction().execute((tx) => settleRecorded(ctx, tx, eventId, locked));
-      return done && reportRecorded(ctx, done);
-    } catch (error) {
-      if (attempt >= APPLY_TRIES || !RETRYABLE.has(String((error as { code?: unknown } | null)?.code))) throw error;
-      ctx.log.warn({ err: error, event: eventId, attempt }, 'applying a recorded notification was rolled back by PostgreSQL (deadlock or serialization); trying again');
-    }
-  }
+  const done = await settling(ctx, (tx) => settleRecorded(ctx, tx, eventId, locked));
+  return done && reportRecorded(ctx, done);
 }
 
 /**
  * PostgreSQL rolled the transaction back to break a deadlock (40P01) or because it could not be
- * serialised (40001): nothing of it happened, and applying the event again is safe. Concurrent
+ * serialised (40001): nothing of it happened, and settling the fact again is safe. Concurrent
  * payments racing for the last serial codes can deadlock (each holds codes the other's waiting
- * pick wants); without this the event waited for the sweep, a minute or more.
+ * pick wants); without this a recorded event waited for the sweep, a minute or more, and a
+ * read-back or return answered an error.
  */
 const RETRYABLE = new Set(['40P01', '40001']);
-const APPLY_TRIES = 3;
+const SETTLE_TRIES = 3;
+
+/** Runs one settlement in its own transaction, again (up to SETTLE_TRIES times) when PostgreSQL rolled it back as above. */
+async function settling<T>(ctx: Context, run: (tx: Tx) => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await ctx.db.transaction().execute(run);
+    } catch (error) {
+      if (attempt >= SETTLE_TRIES || !RETRYABLE.has(String((error as { code?: unknown } | null)?.code))) throw error;
+      ctx.log.warn({ err: error, attempt }, 'settling a payment fact was rolled back by PostgreSQL (deadlock or serialization); trying again');
+    }
+  }
+}
 
 /** Recorded events applied at the same time on PostgreSQL, each on its own pooled connection. */
 const CONCURRENT_EVENTS = 4;

@@ -4,6 +4,7 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { escapeHtml as esc } from '../html.js';
+import { SandboxApiError, sandboxApiErrorHandler } from './api-error.js';
 
 /*
  * A stand-in for Chekicha's account-link API, mounted at /sandbox/chekicha. Chekicha's protocol is
@@ -85,20 +86,6 @@ interface Partner {
   idempotency: Map<string, { body: string; at: number; answer?: { status: number; body: unknown } }>;
 }
 
-class ChekichaSandboxError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-    readonly field?: string,
-  ) {
-    super(message);
-  }
-  body() {
-    return { error: { code: this.code, message: this.message, ...(this.field ? { field: this.field } : {}) } };
-  }
-}
-
 export function chekichaSandbox(opts: ChekichaSandboxOptions): FastifyPluginAsync {
   if (opts.partners.length === 0) throw new TypeError('chekichaSandbox: at least one partner is required');
   const partners: Partner[] = opts.partners.map((p) => ({ partnerId: p.partnerId, apiKey: Buffer.from(p.apiKey, 'utf8'), idempotency: new Map() }));
@@ -111,34 +98,29 @@ export function chekichaSandbox(opts: ChekichaSandboxOptions): FastifyPluginAsyn
     const stop = new AbortController();
     app.addHook('onClose', async () => stop.abort());
 
-    app.setErrorHandler((error: Error & { statusCode?: number }, _request, reply) => {
-      if (error instanceof ChekichaSandboxError) return reply.status(error.status).send(error.body());
-      const status = error.statusCode && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500;
-      if (status === 500) log.error({ err: error }, 'chekicha sandbox error');
-      return reply.status(status).send({ error: { code: status === 500 ? 'internal_error' : 'bad_request', message: status === 500 ? 'internal error in the Chekicha sandbox (see its log)' : error.message } });
-    });
+    app.setErrorHandler(sandboxApiErrorHandler('Chekicha', log));
 
     function authenticate(header: string | undefined): Partner {
       const match = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
-      if (!match) throw new ChekichaSandboxError(401, 'unauthorized', 'send the API key as Authorization: Bearer <key>');
+      if (!match) throw new SandboxApiError(401, 'unauthorized', 'send the API key as Authorization: Bearer <key>');
       const given = Buffer.from(match[1]!, 'utf8');
       let found: Partner | undefined;
       // Every key is compared, so the time taken does not say which one nearly matched.
       for (const p of partners) if (p.apiKey.length === given.length && timingSafeEqual(p.apiKey, given) && !found) found = p;
-      if (!found) throw new ChekichaSandboxError(401, 'unauthorized', 'the API key is not valid');
+      if (!found) throw new SandboxApiError(401, 'unauthorized', 'the API key is not valid');
       return found;
     }
 
     function parseLink(partner: Partner, body: unknown): z.infer<typeof linkSchema> {
-      if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new ChekichaSandboxError(400, 'bad_request', 'the body must be a JSON object');
+      if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new SandboxApiError(400, 'bad_request', 'the body must be a JSON object');
       const result = linkSchema.safeParse(body);
       if (!result.success) {
         const issue = result.error.issues[0]!;
         const field = issue.path.map(String).join('.') || undefined;
-        throw new ChekichaSandboxError(422, 'invalid_parameter', `${field ?? 'body'}: ${issue.message}`, field);
+        throw new SandboxApiError(422, 'invalid_parameter', `${field ?? 'body'}: ${issue.message}`, field);
       }
       if (result.data.partner_id !== partner.partnerId) {
-        throw new ChekichaSandboxError(403, 'partner_mismatch', `partner_id "${result.data.partner_id}" is not the partner of this API key`, 'partner_id');
+        throw new SandboxApiError(403, 'partner_mismatch', `partner_id "${result.data.partner_id}" is not the partner of this API key`, 'partner_id');
       }
       return result.data;
     }
@@ -177,9 +159,9 @@ export function chekichaSandbox(opts: ChekichaSandboxOptions): FastifyPluginAsyn
       }
       const partner = authenticate(request.headers.authorization);
       const type = request.headers['content-type'];
-      if (!type || !/^application\/json\b/i.test(type)) throw new ChekichaSandboxError(400, 'bad_request', `send the body as JSON (Content-Type: application/json), not ${type ?? 'nothing'}`);
+      if (!type || !/^application\/json\b/i.test(type)) throw new SandboxApiError(400, 'bad_request', `send the body as JSON (Content-Type: application/json), not ${type ?? 'nothing'}`);
       const input = parseLink(partner, request.body);
-      if (faults.rejectStatus) throw new ChekichaSandboxError(faults.rejectStatus, 'rejected', `Chekicha refuses this link (sandbox fault "rejectStatus" ${faults.rejectStatus})`);
+      if (faults.rejectStatus) throw new SandboxApiError(faults.rejectStatus, 'rejected', `Chekicha refuses this link (sandbox fault "rejectStatus" ${faults.rejectStatus})`);
 
       const key = request.headers['idempotency-key'];
       if (key === undefined) {
@@ -187,14 +169,14 @@ export function chekichaSandbox(opts: ChekichaSandboxOptions): FastifyPluginAsyn
         const answer = link(partner, input);
         return reply.status(answer.status).send(answer.body);
       }
-      if (typeof key !== 'string' || !IDEMPOTENCY_KEY.test(key)) throw new ChekichaSandboxError(400, 'bad_request', 'Idempotency-Key must be 1–255 printable ASCII characters, sent once', 'Idempotency-Key');
+      if (typeof key !== 'string' || !IDEMPOTENCY_KEY.test(key)) throw new SandboxApiError(400, 'bad_request', 'Idempotency-Key must be 1–255 printable ASCII characters, sent once', 'Idempotency-Key');
       const now = Date.now();
       for (const [k, kept] of partner.idempotency) if (kept.answer && now - kept.at > IDEMPOTENCY_LIFETIME_MS) partner.idempotency.delete(k);
       const body = JSON.stringify(request.body);
       const kept = partner.idempotency.get(key);
       if (kept) {
-        if (kept.body !== body) throw new ChekichaSandboxError(422, 'idempotency_key_reused', `Idempotency-Key ${key} was used for a different request; use a new key for a new request`, 'Idempotency-Key');
-        if (!kept.answer) throw new ChekichaSandboxError(409, 'request_in_progress', `the request with Idempotency-Key ${key} is still being processed; retry it later`);
+        if (kept.body !== body) throw new SandboxApiError(422, 'idempotency_key_reused', `Idempotency-Key ${key} was used for a different request; use a new key for a new request`, 'Idempotency-Key');
+        if (!kept.answer) throw new SandboxApiError(409, 'request_in_progress', `the request with Idempotency-Key ${key} is still being processed; retry it later`);
         log.info({ key }, 'chekicha sandbox: idempotent replay');
         return reply.status(kept.answer.status).send(kept.answer.body);
       }
@@ -224,7 +206,7 @@ export function chekichaSandbox(opts: ChekichaSandboxOptions): FastifyPluginAsyn
       if (!result.success) {
         const issue = result.error.issues[0]!;
         const field = issue.path.map(String).join('.') || undefined;
-        throw new ChekichaSandboxError(422, 'invalid_parameter', `${field ?? 'body'}: ${issue.message}`, field);
+        throw new SandboxApiError(422, 'invalid_parameter', `${field ?? 'body'}: ${issue.message}`, field);
       }
       Object.assign(faults, result.data);
       log.info({ faults }, 'chekicha sandbox: faults set');

@@ -3,6 +3,7 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { escapeHtml as esc } from '../html.js';
+import { SandboxApiError, sandboxApiErrorHandler } from './api-error.js';
 
 /*
  * testpay: the sandbox's own minimal gateway. It is shaped like KOMOJU (hosted page, HMAC-signed
@@ -70,17 +71,6 @@ interface KeptAnswer {
   body: unknown;
 }
 
-class GatewayError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-    readonly field?: string,
-  ) {
-    super(message);
-  }
-}
-
 const WEBHOOK_RETRIES = 3;
 const WEBHOOK_BACKOFF_MS = 200;
 const WEBHOOK_TIMEOUT_MS = 5_000;
@@ -108,14 +98,7 @@ export function testpaySandbox(opts: { secret: string; log?: Logger; fetchImpl?:
       });
     }
 
-    app.setErrorHandler((error: Error & { statusCode?: number; code?: string }, _request, reply) => {
-      if (error instanceof GatewayError) {
-        return reply.status(error.status).send({ error: { code: error.code, message: error.message, ...(error.field ? { field: error.field } : {}) } });
-      }
-      const status = error.statusCode && error.statusCode < 500 ? error.statusCode : 500;
-      if (status === 500) log.error({ err: error }, 'testpay sandbox error');
-      return reply.status(status).send({ error: { code: error.code ?? 'gateway_error', message: error.message } });
-    });
+    app.setErrorHandler(sandboxApiErrorHandler('testpay', log));
 
     function view(p: Payment): TestpayPaymentView {
       const { id, merchant_ref, status, amount, captured_amount, refunded_amount, refunds, konbini, failure_reason } = p;
@@ -124,7 +107,7 @@ export function testpaySandbox(opts: { secret: string; log?: Logger; fetchImpl?:
 
     function find(id: string): Payment {
       const p = payments.get(id);
-      if (!p) throw new GatewayError(404, 'not_found', `no payment ${id}`);
+      if (!p) throw new SandboxApiError(404, 'not_found', `no payment ${id}`);
       return p;
     }
 
@@ -133,7 +116,7 @@ export function testpaySandbox(opts: { secret: string; log?: Logger; fetchImpl?:
       if (result.success) return result.data;
       const issue = result.error.issues[0]!;
       const field = issue.path.map(String).join('.') || '(body)';
-      throw new GatewayError(400, 'invalid_request', `${field}: ${issue.message}`, field);
+      throw new SandboxApiError(400, 'invalid_request', `${field}: ${issue.message}`, field);
     }
 
     // ---- webhooks ---------------------------------------------------------------------------
@@ -297,10 +280,10 @@ ${buttons || '<p>操作はありません / Nothing to do here.</p>'}`,
       api.addHook('onRequest', async (request) => {
         const given = Buffer.from(request.headers.authorization ?? '');
         if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
-          throw new GatewayError(401, 'unauthorized', 'Authorization: Bearer <secret> is missing or wrong');
+          throw new SandboxApiError(401, 'unauthorized', 'Authorization: Bearer <secret> is missing or wrong');
         }
         if (request.url.startsWith(`${prefix}/api/faults`)) return;
-        if (faults.api === 'error500') throw new GatewayError(500, 'gateway_error', 'simulated gateway failure (fault api=error500)');
+        if (faults.api === 'error500') throw new SandboxApiError(500, 'gateway_error', 'simulated gateway failure (fault api=error500)');
         if (faults.api === 'slow') await new Promise((resolve) => setTimeout(resolve, faults.slowMs));
       });
 
@@ -312,7 +295,7 @@ ${buttons || '<p>操作はありません / Nothing to do here.</p>'}`,
       api.post('/payments', { bodyLimit: BODY_LIMIT }, async (request, reply) => {
         const input = parse(createSchema, request.body);
         if (byMerchantRef.has(input.merchant_ref)) {
-          throw new GatewayError(409, 'duplicate_merchant_ref', `merchant_ref ${input.merchant_ref} was used for another payment`);
+          throw new SandboxApiError(409, 'duplicate_merchant_ref', `merchant_ref ${input.merchant_ref} was used for another payment`);
         }
         const p: Payment = { ...input, id: `tp_${randomBytes(12).toString('hex')}`, status: 'pending', captured_amount: 0, refunded_amount: 0, refunds: [] };
         payments.set(p.id, p);
@@ -323,9 +306,9 @@ ${buttons || '<p>操作はありません / Nothing to do here.</p>'}`,
 
       api.get<{ Querystring: { merchant_ref?: string } }>('/payments', async (request) => {
         const ref = request.query.merchant_ref;
-        if (!ref) throw new GatewayError(400, 'invalid_request', 'merchant_ref: required', 'merchant_ref');
+        if (!ref) throw new SandboxApiError(400, 'invalid_request', 'merchant_ref: required', 'merchant_ref');
         const id = byMerchantRef.get(ref);
-        if (!id) throw new GatewayError(404, 'not_found', `no payment with merchant_ref ${ref}`);
+        if (!id) throw new SandboxApiError(404, 'not_found', `no payment with merchant_ref ${ref}`);
         return view(find(id));
       });
 
@@ -339,11 +322,11 @@ ${buttons || '<p>操作はありません / Nothing to do here.</p>'}`,
       const operation = (run: (p: Payment, body: unknown) => { type: EventType; refund?: { id: string; amount: number } }) =>
         async (request: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
           const key = request.headers['idempotency-key'];
-          if (typeof key !== 'string' || key === '') throw new GatewayError(400, 'idempotency_key_required', 'the Idempotency-Key header is required', 'Idempotency-Key');
+          if (typeof key !== 'string' || key === '') throw new SandboxApiError(400, 'idempotency_key_required', 'the Idempotency-Key header is required', 'Idempotency-Key');
           const asked = `${request.method} ${request.url} ${JSON.stringify(request.body ?? {})}`;
           const kept = answers.get(key);
           if (kept) {
-            if (kept.request !== asked) throw new GatewayError(422, 'idempotency_key_reused', `Idempotency-Key ${key} was used for a different request`);
+            if (kept.request !== asked) throw new SandboxApiError(422, 'idempotency_key_reused', `Idempotency-Key ${key} was used for a different request`);
             return reply.status(kept.status).send(kept.body);
           }
           const p = find(request.params.id);
@@ -351,7 +334,7 @@ ${buttons || '<p>操作はありません / Nothing to do here.</p>'}`,
           try {
             event = run(p, request.body);
           } catch (error) {
-            if (error instanceof GatewayError && error.status === 422) {
+            if (error instanceof SandboxApiError && error.status === 422) {
               answers.set(key, { request: asked, status: 422, body: { error: { code: error.code, message: error.message } } });
             }
             throw error;
@@ -363,13 +346,13 @@ ${buttons || '<p>操作はありません / Nothing to do here.</p>'}`,
         };
 
       const requireStatus = (p: Payment, allowed: TestpayStatus[], action: string): void => {
-        if (!allowed.includes(p.status)) throw new GatewayError(422, 'invalid_status', `cannot ${action} a payment that is ${p.status} (allowed: ${allowed.join(', ')})`);
+        if (!allowed.includes(p.status)) throw new SandboxApiError(422, 'invalid_status', `cannot ${action} a payment that is ${p.status} (allowed: ${allowed.join(', ')})`);
       };
 
       api.post('/payments/:id/capture', { bodyLimit: BODY_LIMIT }, operation((p, body) => {
         const { amount } = parse(amountSchema, body);
         requireStatus(p, ['authorized'], 'capture');
-        if (amount > p.amount) throw new GatewayError(422, 'amount_exceeds_authorized', `capture of ${amount} exceeds the authorized ${p.amount}`);
+        if (amount > p.amount) throw new SandboxApiError(422, 'amount_exceeds_authorized', `capture of ${amount} exceeds the authorized ${p.amount}`);
         capture(p, amount);
         return { type: 'payment.captured' };
       }));
@@ -378,7 +361,7 @@ ${buttons || '<p>操作はありません / Nothing to do here.</p>'}`,
         const { amount } = parse(amountSchema, body);
         requireStatus(p, ['captured', 'partially_refunded'], 'refund');
         const refundable = p.captured_amount - p.refunded_amount;
-        if (amount > refundable) throw new GatewayError(422, 'amount_exceeds_refundable', `refund of ${amount} exceeds the refundable ${refundable}`);
+        if (amount > refundable) throw new SandboxApiError(422, 'amount_exceeds_refundable', `refund of ${amount} exceeds the refundable ${refundable}`);
         const refund = { id: `rf_${randomBytes(12).toString('hex')}`, amount };
         p.refunds.push(refund);
         p.refunded_amount += amount;

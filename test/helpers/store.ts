@@ -7,8 +7,10 @@ import type { FastifyInstance } from 'fastify';
 import { seedDemo } from '../../src/commerce/demo.js';
 import { loadConfig } from '../../src/config.js';
 import { createRuntime, createServer, startWorker, type Runtime } from '../../src/runtime.js';
+import type { FormClient } from './browser.js';
 import { testDatabase, type Engine, type TestDatabase } from './db.js';
 import { eventually } from './eventually.js';
+import { readMails } from './mail.js';
 import { freePort } from './net.js';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef';
@@ -94,4 +96,24 @@ export async function notificationsApplied(store: TestStore, timeoutMs = 15_000)
     const waiting = await store.rt.ctx.db.selectFrom('payment_events').select('id').where('outcome', '=', 'received').execute();
     assert.deepEqual(waiting, [], 'recorded notifications not applied yet');
   }, timeoutMs);
+}
+
+/**
+ * Makes a registered, verified and logged-in member through the account pages, as a person does:
+ * register, open the link in the verification mail, log in. Answers the member's customer id.
+ */
+export async function registerMember(store: TestStore, b: FormClient, member: { email: string; name: string; password: string }): Promise<string> {
+  const { email, name, password } = member;
+  const registered = await b.submit('/account/register', '/account/register', { email, name, password });
+  assert.equal(registered.status, 200, registered.body);
+  const link = await eventually(async () => {
+    const mail = readMails(store.dataDir).find((m) => m.name.startsWith('account_verify.') && new RegExp(`^To: ${email}$`, 'mi').test(m.head));
+    const found = mail && new RegExp(`${store.url}(/account/verify\\?token=[\\w-]+)`).exec(mail.text);
+    assert.ok(found, `no verification mail to ${email} yet`);
+    return found[1]!;
+  }, 10_000);
+  assert.equal((await b.submit(link, '/account/verify')).status, 200);
+  assert.equal((await b.submit('/account/login', '/account/login', { email, password })).status, 303);
+  const row = await store.rt.ctx.db.selectFrom('customers').select('id').where('email', '=', email).where('password_hash', 'is not', null).executeTakeFirstOrThrow();
+  return row.id;
 }

@@ -15,8 +15,7 @@ import { atoneApiOf, runAtoneModal, setAtoneFaults } from '../helpers/atone.js';
 import { forEachEngine } from '../helpers/db.js';
 import { eventually } from '../helpers/eventually.js';
 import { buyThroughShop, FormClient } from '../helpers/browser.js';
-import { readMails } from '../helpers/mail.js';
-import { ADMIN_TOKEN, onlyAttempt, sku, startStore, type TestStore } from '../helpers/store.js';
+import { ADMIN_TOKEN, onlyAttempt, registerMember, sku, startStore, type TestStore } from '../helpers/store.js';
 
 interface AtoneConfig {
   scriptUrl: string;
@@ -175,15 +174,7 @@ forEachEngine('atone through the store', (engine) => {
   it('a member: the token atone authenticated is kept (sealed), shown on the my page and passed as pre_token next time', async () => {
     const email = `member-${randomBytes(4).toString('hex')}@example.jp`;
     const b = new FormClient(store.url, { 'x-forwarded-for': '203.0.113.77' });
-    assert.equal((await b.submit('/account/register', '/account/register', { email, name: '山田 花子', password: 'correct horse battery' })).status, 200);
-    const link = await eventually(async () => {
-      const mail = readMails(store.dataDir).find((m) => m.name.startsWith('account_verify.') && new RegExp(`^To: ${email}$`, 'mi').test(m.head));
-      const found = mail && new RegExp(`${store.url}(/account/verify\\?token=[\\w-]+)`).exec(mail.text);
-      assert.ok(found, 'the verification mail');
-      return found[1]!;
-    }, 10_000);
-    assert.equal((await b.submit(link, '/account/verify')).status, 200);
-    assert.equal((await b.submit('/account/login', '/account/login', { email, password: 'correct horse battery' })).status, 303);
+    await registerMember(store, b, { email, name: '山田 花子', password: 'correct horse battery' });
 
     const buy = async (code: string) => {
       const res = await buyThroughShop(b, { sku: code, email, name: '山田 花子', provider: 'atone' });

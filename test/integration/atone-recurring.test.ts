@@ -18,7 +18,7 @@ import { FormClient } from '../helpers/browser.js';
 import { forEachEngine } from '../helpers/db.js';
 import { eventually } from '../helpers/eventually.js';
 import { readMails } from '../helpers/mail.js';
-import { ADMIN_TOKEN, notificationsApplied, sku, startStore, type TestStore } from '../helpers/store.js';
+import { ADMIN_TOKEN, notificationsApplied, registerMember, sku, startStore, type TestStore } from '../helpers/store.js';
 
 const ADDRESS = { name: '山田 太郎', postcode: '100-0001', prefecture: '東京都', city: '千代田区', line1: '千代田1-1', phone: '03-1234-5678' };
 
@@ -77,18 +77,8 @@ const attemptOf = async (store: TestStore, orderId: string) => {
 
 /** A registered, verified member of the shop, as the account pages make one. Answers its customer id. */
 async function member(store: TestStore): Promise<string> {
-  const email = `member-${randomBytes(4).toString('hex')}@example.jp`;
   const b = new FormClient(store.url, { 'x-forwarded-for': `203.0.113.${1 + (randomBytes(1)[0]! % 200)}` });
-  assert.equal((await b.submit('/account/register', '/account/register', { email, name: '山田 花子', password: 'correct horse battery' })).status, 200);
-  const link = await eventually(async () => {
-    const mail = readMails(store.dataDir).find((m) => m.name.startsWith('account_verify.') && new RegExp(`^To: ${email}$`, 'mi').test(m.head));
-    const found = mail && new RegExp(`${store.url}(/account/verify\\?token=[\\w-]+)`).exec(mail.text);
-    assert.ok(found, 'the verification mail');
-    return found[1]!;
-  }, 10_000);
-  assert.equal((await b.submit(link, '/account/verify')).status, 200);
-  const row = await store.rt.ctx.db.selectFrom('customers').select('id').where('email', '=', email).where('password_hash', 'is not', null).executeTakeFirstOrThrow();
-  return row.id;
+  return registerMember(store, b, { email: `member-${randomBytes(4).toString('hex')}@example.jp`, name: '山田 花子', password: 'correct horse battery' });
 }
 
 /** The member checks out while logged in (the order becomes theirs, as the shop page does) and pays with atone. */

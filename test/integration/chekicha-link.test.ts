@@ -17,9 +17,8 @@ import { chekichaSandbox } from '../../src/sandbox/chekicha.js';
 import { buyThroughShop, FormClient } from '../helpers/browser.js';
 import { forEachEngine } from '../helpers/db.js';
 import { eventually } from '../helpers/eventually.js';
-import { readMails } from '../helpers/mail.js';
 import { freePort } from '../helpers/net.js';
-import { notificationsApplied, startStore, type TestStore } from '../helpers/store.js';
+import { notificationsApplied, registerMember, startStore, type TestStore } from '../helpers/store.js';
 
 const PASSWORD = 'correct horse 電池';
 
@@ -64,17 +63,8 @@ forEachEngine('Chekicha account link', (engine) => {
   async function member(): Promise<{ b: FormClient; email: string; id: string }> {
     const b = new FormClient(store.url, { 'x-forwarded-for': `198.51.100.${++ip}` });
     const email = `fan-${randomBytes(5).toString('hex')}@example.jp`;
-    const registered = await b.submit('/account/register', '/account/register', { email, name: '星野 アイ', password: PASSWORD });
-    assert.equal(registered.status, 200, registered.body);
-    const link = await eventually(async () => {
-      const mail = readMails(store.dataDir).find((m) => m.name.startsWith('account_verify.') && new RegExp(`^To: ${email}$`, 'mi').test(m.head));
-      assert.ok(mail, `no verification mail to ${email} yet`);
-      return new RegExp(`${store.url}(/account/verify\\?token=[\\w-]+)`).exec(mail.text)![1]!;
-    }, 10_000);
-    assert.equal((await b.submit(link, '/account/verify')).status, 200);
-    assert.equal((await b.submit('/account/login', '/account/login', { email, password: PASSWORD })).status, 303);
-    const row = await db().selectFrom('customers').select('id').where('email', '=', email).where('password_hash', 'is not', null).executeTakeFirstOrThrow();
-    return { b, email, id: row.id };
+    const id = await registerMember(store, b, { email, name: '星野 アイ', password: PASSWORD });
+    return { b, email, id };
   }
 
   /** Checks out the demo serial-code product in the shop front and pays with the sandbox card. */

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify';
 import { z } from 'zod';
-import { basketOf, catalogItems, getProduct, listProducts } from '../../commerce/catalog.js';
+import { basketOf, getProduct, listProducts } from '../../commerce/catalog.js';
 import { findOrderByToken, orderInput, orderLinesInput, orderView } from '../../commerce/orders.js';
 import { DEFAULT_SHOP_ID, getShopSettings, shopExists } from '../../commerce/shops.js';
 import { invalid, KessaiError, notFound, parseInput } from '../../errors.js';
@@ -56,10 +56,9 @@ export function apiRoutes(p: Payments): FastifyPluginAsync {
           const at = pair.lastIndexOf(':');
           return { sku: at < 0 ? pair : pair.slice(0, at), quantity: at < 0 ? Number.NaN : Number(pair.slice(at + 1)) };
         }), 'lines');
-        const items = await catalogItems(ctx, shopId, lines.map((l) => l.sku));
-        const unknown = lines.flatMap((l, i) => (items.has(l.sku) ? [] : [{ field: `lines.${i}.sku`, reason: `no product "${l.sku}" in shop "${shopId}"` }]));
-        if (unknown.length > 0) throw invalid(unknown);
-        return { providers: await availableMethods(p, shopId, await basketOf(ctx, shopId, lines)) };
+        const basket = await basketOf(ctx, shopId, lines);
+        if (basket.unknown.length > 0) throw invalid(basket.unknown.map((i) => ({ field: `lines.${i}.sku`, reason: `no product "${lines[i]!.sku}" in shop "${shopId}"` })));
+        return { providers: await availableMethods(p, shopId, basket) };
       },
     );
 
