@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 
 const ALPHABET = '0123456789abcdefghjkmnpqrstvwxyz'; // Crockford base32, lower case
 
@@ -37,19 +37,41 @@ export function random(n: number): Buffer {
   return out;
 }
 
+/** 48 bits of milliseconds in 10 base32 characters: sorts as the time it stands for. */
+function timePart(ms: number): string {
+  const time = Buffer.alloc(6);
+  time.writeUIntBE(ms, 0, 6);
+  return base32(time);
+}
+
 /**
  * A time-ordered, unguessable identifier such as `ord_01jd5x…`: 48 bits of milliseconds (so ids of
  * one kind sort by creation) followed by 80 random bits.
  */
 export function newId(prefix: string): string {
-  const time = Buffer.alloc(6);
-  time.writeUIntBE(Date.now(), 0, 6);
-  return `${prefix}_${base32(time)}${base32(random(10))}`;
+  return `${prefix}_${timePart(Date.now())}${base32(random(10))}`;
 }
 
-/** A bearer secret for URLs (order status links): 256 random bits. */
+/**
+ * A bearer secret for URLs and cookies (order status links, sessions, account links): the time it
+ * was made, a dot, then 256 random bits. Only its hash is stored (`hashToken`); the time makes the
+ * stored hashes sort by creation, so a new one lands at the end of its unique index instead of on a
+ * random page (docs/benchmarks.md §1). It reveals when the link or session was made, which its
+ * holder knows; guessing one is as hard as guessing the random part.
+ */
 export function newSecret(): string {
-  return Buffer.from(random(32)).toString('base64url');
+  return `${timePart(Date.now())}.${Buffer.from(random(32)).toString('base64url')}`;
+}
+
+/**
+ * What is stored for a secret: its SHA-256 (hex), after the secret's time part when it has one.
+ * A secret made before the time part existed (no dot) hashes as it always did, so links already
+ * mailed keep working. Whatever comes before the dot, only the right secret gives the stored hash.
+ */
+export function hashToken(token: string): string {
+  const sha = createHash('sha256').update(token).digest('hex');
+  const dot = token.indexOf('.');
+  return dot === -1 ? sha : `${token.slice(0, dot)}.${sha}`;
 }
 
 export function nowIso(date: Date = new Date()): string {

@@ -1,8 +1,7 @@
-import { hashToken } from '../commerce/orders.js';
 import type { Context } from '../context.js';
 import type { Db, Tx } from '../db/index.js';
 import { insertRow } from '../db/insert.js';
-import { newSecret, nowIso } from '../ids.js';
+import { hashToken, newSecret, nowIso } from '../ids.js';
 
 /*
  * Customer sessions. The browser holds a 256-bit secret; the database holds its SHA-256 as the

@@ -1,8 +1,7 @@
-import { hashToken } from '../commerce/orders.js';
 import type { Db, Tx } from '../db/index.js';
 import { insertRow } from '../db/insert.js';
 import type { AccountTokenTable } from '../db/schema.js';
-import { newSecret, nowIso } from '../ids.js';
+import { hashToken, newSecret, nowIso } from '../ids.js';
 
 /*
  * The one-time links mailed to customers. The raw token exists only in the mail (and for the
@@ -40,7 +39,7 @@ export interface LiveToken {
   newEmail: string | null;
 }
 
-const TOKEN_SHAPE = /^[\w-]{20,100}$/;
+const TOKEN_SHAPE = /^[\w.-]{20,100}$/;
 
 /** A token that is unused and unexpired, without using it (the page a link opens, before its button is pressed). */
 export async function peekToken(db: Db, token: string, purposes: Purpose[]): Promise<LiveToken | null> {

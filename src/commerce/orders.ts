@@ -1,12 +1,12 @@
-import { createHash } from 'node:crypto';
-import { sql } from 'kysely';
+import { sql, type Insertable } from 'kysely';
 import { z } from 'zod';
 import type { Context } from '../context.js';
 import { forUpdate, type Tx } from '../db/index.js';
 import { insertRow, insertRows } from '../db/insert.js';
-import type { Order } from '../db/schema.js';
+import { prepared } from '../db/prepared.js';
+import type { Database, Order } from '../db/schema.js';
 import { KessaiError, notFound, parseInput, type FieldProblem, invalid } from '../errors.js';
-import { newId, newSecret, nowIso, readableNumber } from '../ids.js';
+import { hashToken, newId, newSecret, nowIso, readableNumber } from '../ids.js';
 import { enqueue } from '../jobs/outbox.js';
 import { linkAfterPurchase } from './chekicha-link.js';
 import { applyOrderEvent, type OrderSnapshot } from './decide.js';
@@ -82,10 +82,6 @@ export const orderInput = z.strictObject({
 });
 export type OrderInput = z.input<typeof orderInput>;
 
-export function hashToken(token: string): string {
-  return createHash('sha256').update(token).digest('hex');
-}
-
 /**
  * A number a customer can read out on the phone: K + JST date + 8 characters without look-alikes
  * (32^8 per day: a collision is a one-in-millions event even on a flash-sale day, and is retried).
@@ -122,6 +118,26 @@ export interface CreateOrderOptions {
   within?: (tx: Tx, order: Order) => Promise<void>;
 }
 
+/** The checkout's SKUs, by code, of active products (SQL built once: docs/benchmarks.md §1). */
+const checkoutSkus = prepared('checkout skus', (db, p: { shop: string; codes: readonly string[] }) =>
+  db
+    .selectFrom('skus')
+    .innerJoin('products', 'products.id', 'skus.product_id')
+    .select(['skus.id', 'skus.code', 'skus.price', 'products.name', 'products.kind', 'products.jan_code', 'products.tax_rate'])
+    .where('skus.shop_id', '=', p.shop)
+    .where('skus.code', 'in', p.codes)
+    .where('products.active', '=', 1),
+);
+
+/** Reserves stock with one conditional UPDATE: the database decides, never a read-then-write. */
+const reserveStock = prepared('reserve stock', (db, p: { skuId: string; quantity: number }) =>
+  db
+    .updateTable('skus')
+    .set({ reserved: sql`reserved + ${p.quantity}` })
+    .where('id', '=', p.skuId)
+    .where(sql<boolean>`on_hand - reserved >= ${p.quantity}`),
+);
+
 export async function createOrder(ctx: Context, input: unknown, opts: CreateOrderOptions = {}): Promise<CreatedOrder> {
   return createValidOrder(ctx, parseInput(orderInput, input), opts);
 }
@@ -141,14 +157,7 @@ export async function createValidOrder(ctx: Context, o: ValidOrderInput, opts: C
   const expiresAt = nowIso(new Date(now.getTime() + ctx.config.reservationTtlSeconds * 1000));
 
   const order = await ctx.db.transaction().execute(async (tx) => {
-    const skus = await tx
-      .selectFrom('skus')
-      .innerJoin('products', 'products.id', 'skus.product_id')
-      .select(['skus.id', 'skus.code', 'skus.price', 'products.name', 'products.kind', 'products.jan_code', 'products.tax_rate'])
-      .where('skus.shop_id', '=', o.shop)
-      .where('skus.code', 'in', [...wanted.keys()])
-      .where('products.active', '=', 1)
-      .execute();
+    const skus = (await checkoutSkus(tx, { shop: o.shop, codes: [...wanted.keys()] })).rows;
     const byCode = new Map(skus.map((s) => [s.code, s]));
     const unknown: FieldProblem[] = o.lines.flatMap((l, i) =>
       byCode.has(l.sku) ? [] : [{ field: `lines.${i}.sku`, reason: `no product "${l.sku}" in shop "${o.shop}"` }],
@@ -173,13 +182,8 @@ export async function createValidOrder(ctx: Context, o: ValidOrderInput, opts: C
 
     // SKU rows are locked in id order, so two checkouts of the same SKUs cannot deadlock.
     for (const l of [...lines].sort((a, b) => (a.sku.id < b.sku.id ? -1 : 1))) {
-      const reserved = await tx
-        .updateTable('skus')
-        .set({ reserved: sql`reserved + ${l.quantity}` })
-        .where('id', '=', l.sku.id)
-        .where(sql<boolean>`on_hand - reserved >= ${l.quantity}`)
-        .executeTakeFirst();
-      if (Number(reserved.numUpdatedRows) !== 1) {
+      const reserved = await reserveStock(tx, { skuId: l.sku.id, quantity: l.quantity });
+      if (Number(reserved.numAffectedRows) !== 1) {
         throw new KessaiError('out_of_stock', `not enough stock for "${l.sku.code}" (wanted ${l.quantity})`, 409, [
           { field: `lines.${o.lines.findIndex((x) => x.sku === l.sku.code)}.quantity`, reason: 'exceeds the stock available' },
         ]);
@@ -229,7 +233,7 @@ export async function createValidOrder(ctx: Context, o: ValidOrderInput, opts: C
       await insertRow(tx, 'order_addresses', { order_id: orderId, kind: 'shipping', name: a.name, postcode: a.postcode, prefecture: a.prefecture, city: a.city, line1: a.line1, line2: a.line2 ?? null, phone: a.phone });
     }
     await insertAttempt(tx, { id: attemptId, order: row, provider: o.payment.provider, method: o.payment.method ?? null, seq: 1 });
-    await recordChange(tx, 'order', orderId, null, 'pending_payment', 'checkout');
+    await insertRows(tx, 'state_changes', [changeRow('payment', attemptId, null, 'pending', 'attempt opened', at), changeRow('order', orderId, null, 'pending_payment', 'checkout', at)]);
     // Its own job, due when the reservation ends, so stock comes back on time (the sweep is a backstop).
     await enqueue(tx, { kind: 'order.expire', payload: { orderId }, dedupeKey: `order.expire:${orderId}`, runAt: new Date(expiresAt) });
     // What the caller records with the order, all or nothing (a subscription's renewal).
@@ -259,7 +263,6 @@ async function insertAttempt(tx: Tx, a: { id: string; order: Order; provider: st
     created_at: at,
     updated_at: at,
   });
-  await recordChange(tx, 'payment', a.id, null, 'pending', 'attempt opened');
 }
 
 /**
@@ -279,6 +282,7 @@ export async function openAttempt(ctx: Context, orderId: string, payment: { prov
       .executeTakeFirstOrThrow();
     const id = newId('pay');
     await insertAttempt(tx, { id, order, provider: payment.provider, method: payment.method ?? null, seq: Number(count.n) + 1 });
+    await recordChange(tx, 'payment', id, null, 'pending', 'attempt opened');
     await tx.updateTable('orders').set({ current_attempt_id: id, updated_at: nowIso() }).where('id', '=', orderId).execute();
     return id;
   });
@@ -291,7 +295,11 @@ export async function lockOrder(ctx: Context, tx: Tx, orderId: string): Promise<
 }
 
 export async function recordChange(tx: Tx, entity: 'order' | 'payment', id: string, from: string | null, to: string, cause: string): Promise<void> {
-  await insertRow(tx, 'state_changes', { id: newId('chg'), entity, entity_id: id, from_state: from, to_state: to, cause, at: nowIso() });
+  await insertRow(tx, 'state_changes', changeRow(entity, id, from, to, cause, nowIso()));
+}
+
+function changeRow(entity: 'order' | 'payment', id: string, from: string | null, to: string, cause: string, at: string): Insertable<Database['state_changes']> {
+  return { id: newId('chg'), entity, entity_id: id, from_state: from, to_state: to, cause, at };
 }
 
 export function orderSnapshot(order: Order): OrderSnapshot {

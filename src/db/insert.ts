@@ -1,16 +1,9 @@
-import { CompiledQuery, type DialectAdapter, type Insertable } from 'kysely';
+import { CompiledQuery, type Insertable } from 'kysely';
 import type { Db, Tx } from './index.js';
+import { builtOnce, isPlain, type Value } from './prepared.js';
 import type { Database } from './schema.js';
 
 type Table = keyof Database & string;
-type Value = string | number | bigint | null | Buffer;
-
-/** Built SQL per dialect, then per table, row count and column list (values are always bound parameters). */
-const built = new WeakMap<DialectAdapter, Map<string, string>>();
-
-function isPlain(value: unknown): value is Value {
-  return value === null || typeof value === 'string' || typeof value === 'number' || typeof value === 'bigint' || Buffer.isBuffer(value);
-}
 
 export interface InsertOptions<T extends Table> {
   /** A row that would repeat this unique column is skipped (`ON CONFLICT (column) DO NOTHING`). */
@@ -41,20 +34,15 @@ export async function insertRows<T extends Table>(db: Db | Tx, table: T, rows: r
       throw new TypeError(`insertRows(${table}): a later row names a column the first row leaves out`);
     }
   }
-  const adapter = db.getExecutor().adapter;
-  let texts = built.get(adapter);
-  if (!texts) built.set(adapter, (texts = new Map()));
-  const key = `${table}|${rows.length}|${columns.join(',')}|${options.skipDuplicateOf ?? ''}`;
-  let text = texts.get(key);
-  if (text === undefined) {
+  const key = `insert|${table}|${rows.length}|${columns.join(',')}|${options.skipDuplicateOf ?? ''}`;
+  const text = builtOnce(db, key, () => {
     let query = db.insertInto(table).values(rows.map((row) => Object.fromEntries(columns.map((c) => [c, (row as Record<string, unknown>)[c]]))) as never);
     const unique = options.skipDuplicateOf;
     if (unique) query = query.onConflict((oc) => oc.column(unique as never).doNothing());
     const compiled = query.compile();
     if (compiled.parameters.length !== parameters.length) throw new Error(`insertRows(${table}): expected ${parameters.length} parameters, Kysely built ${compiled.parameters.length}`);
-    text = compiled.sql;
-    texts.set(key, text);
-  }
+    return compiled.sql;
+  });
   const result = await db.executeQuery(CompiledQuery.raw(text, parameters));
   return Number(result.numAffectedRows ?? 0);
 }

@@ -21,7 +21,7 @@ describeInBrowser('customer accounts in a real browser [sqlite]', (suite) => {
       return eventually(async () => {
         const mail = readMails(suite.store.dataDir).find((m) => m.name.startsWith(`${template}.`) && new RegExp(`^To: ${to}$`, 'mi').test(m.head));
         assert.ok(mail, `no ${template} mail to ${to} yet`);
-        const link = new RegExp(`${suite.store.url}${path}\\?token=[\\w-]+`).exec(mail.text)?.[0];
+        const link = new RegExp(`${suite.store.url}${path}\\?token=[\\w.-]+`).exec(mail.text)?.[0];
         assert.ok(link, `no link in:\n${mail.text}`);
         return link;
       }, 10_000);

@@ -108,7 +108,7 @@ export async function registerMember(store: TestStore, b: FormClient, member: { 
   assert.equal(registered.status, 200, registered.body);
   const link = await eventually(async () => {
     const mail = readMails(store.dataDir).find((m) => m.name.startsWith('account_verify.') && new RegExp(`^To: ${email}$`, 'mi').test(m.head));
-    const found = mail && new RegExp(`${store.url}(/account/verify\\?token=[\\w-]+)`).exec(mail.text);
+    const found = mail && new RegExp(`${store.url}(/account/verify\\?token=[\\w.-]+)`).exec(mail.text);
     assert.ok(found, `no verification mail to ${email} yet`);
     return found[1]!;
   }, 10_000);

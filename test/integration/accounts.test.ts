@@ -53,7 +53,7 @@ forEachEngine('customer accounts', (engine) => {
 
   /** The link in a mail to `path`, relative to the store. */
   function linkIn(mail: ReadMail, path: string): string {
-    const m = new RegExp(`${store.url}(${path}\\?token=[\\w-]+)`).exec(mail.text);
+    const m = new RegExp(`${store.url}(${path}\\?token=[\\w.-]+)`).exec(mail.text);
     assert.ok(m, `no ${path} link in:\n${mail.text}`);
     return m[1]!;
   }

@@ -3,7 +3,7 @@
  * fault and writes nothing; stock is reserved atomically, also under a burst of concurrent buyers.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { after, before, it } from 'node:test';
 import { createProduct } from '../../src/commerce/catalog.js';
 import { setShopSettings } from '../../src/commerce/shops.js';
@@ -221,6 +221,25 @@ forEachEngine('checkout and stock', (engine) => {
     assert.equal(((await wrong.json()) as ErrorBody).error.code, 'not_found');
     const made = await fetch(`${store.url}/api/orders/not-a-token`);
     assert.equal(made.status, 404);
+  });
+
+  it('opens an order from a link made before links carried their time, and from no altered link', async () => {
+    const res = await postCheckout(store, order({ lines: [{ sku: 'demo-serial', quantity: 1 }] }));
+    const body = (await res.json()) as CheckoutBody;
+    const [time, secret] = body.orderToken.split('.');
+    assert.match(time!, /^[0-9a-hjkmnp-tv-z]{10}$/, 'the link starts with the time it was made');
+    assert.equal(Buffer.from(secret!, 'base64url').length, 32, 'then 256 random bits');
+    for (const altered of [`${'0'.repeat(10)}.${secret}`, secret!, `${time}.${secret!.slice(0, -1)}${secret!.endsWith('A') ? 'B' : 'A'}`]) {
+      assert.equal((await fetch(`${store.url}/api/orders/${altered}`)).status, 404, altered);
+    }
+
+    // A link mailed before: a secret without a time, stored as its plain SHA-256.
+    const old = randomBytes(32).toString('base64url');
+    await store.rt.ctx.db.updateTable('orders').set({ token_hash: createHash('sha256').update(old).digest('hex') }).where('number', '=', body.order.number).execute();
+    const view = await fetch(`${store.url}/api/orders/${old}`);
+    assert.equal(view.status, 200);
+    assert.equal(((await view.json()) as { order: OrderView }).order.number, body.order.number);
+    assert.equal((await fetch(`${store.url}/api/orders/${body.orderToken}`)).status, 404, 'the order now answers to the old link only');
   });
 
   it('lists the payment methods a basket can use, with the checkout\'s own rules, and names a bad line', async () => {

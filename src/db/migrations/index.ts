@@ -8,6 +8,7 @@ import * as m0006 from './0006_accounts.js';
 import * as m0007 from './0007_customer_links.js';
 import * as m0008 from './0008_mail_log_inquiries.js';
 import * as m0009 from './0009_subscriptions.js';
+import * as m0010 from './0010_shipped_changes_index.js';
 
 /** Every migration, in order. A landed migration is never edited: add the next one. */
 export const migrations: Record<string, Migration> = {
@@ -20,4 +21,5 @@ export const migrations: Record<string, Migration> = {
   '0007_customer_links': m0007,
   '0008_mail_log_inquiries': m0008,
   '0009_subscriptions': m0009,
+  '0010_shipped_changes_index': m0010,
 };
