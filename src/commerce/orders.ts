@@ -232,7 +232,7 @@ export async function createValidOrder(ctx: Context, o: ValidOrderInput, opts: C
       const a = o.shippingAddress;
       await insertRow(tx, 'order_addresses', { order_id: orderId, kind: 'shipping', name: a.name, postcode: a.postcode, prefecture: a.prefecture, city: a.city, line1: a.line1, line2: a.line2 ?? null, phone: a.phone });
     }
-    await insertAttempt(tx, { id: attemptId, order: row, provider: o.payment.provider, method: o.payment.method ?? null, seq: 1 });
+    await insertAttempt(tx, { id: attemptId, order: row, provider: o.payment.provider, method: o.payment.method ?? null, seq: 1, at });
     await insertRows(tx, 'state_changes', [changeRow('payment', attemptId, null, 'pending', 'attempt opened', at), changeRow('order', orderId, null, 'pending_payment', 'checkout', at)]);
     // Its own job, due when the reservation ends, so stock comes back on time (the sweep is a backstop).
     await enqueue(tx, { kind: 'order.expire', payload: { orderId }, dedupeKey: `order.expire:${orderId}`, runAt: new Date(expiresAt) });
@@ -243,8 +243,8 @@ export async function createValidOrder(ctx: Context, o: ValidOrderInput, opts: C
   return { order, token, attemptId };
 }
 
-async function insertAttempt(tx: Tx, a: { id: string; order: Order; provider: string; method: string | null; seq: number }): Promise<void> {
-  const at = nowIso();
+async function insertAttempt(tx: Tx, a: { id: string; order: Order; provider: string; method: string | null; seq: number; at?: string }): Promise<void> {
+  const at = a.at ?? nowIso();
   await insertRow(tx, 'payment_attempts', {
     id: a.id,
     order_id: a.order.id,
