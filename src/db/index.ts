@@ -33,7 +33,15 @@ export interface DatabaseHandle {
 /** The most SQLite transactions that share one commit (see GroupCommitDriver). */
 export const MAX_GROUP_COMMIT = 32;
 
-const MEMBER_SAVEPOINT = 'kessai_group_member';
+/** A statement a group member ran, and what it answered: run again, it must answer the same. */
+interface Recorded {
+  sql: string;
+  parameters: readonly unknown[];
+  outcome: string;
+}
+
+const DML = /^\s*(insert|update|delete|replace)\b/i;
+const UNREPEATABLE = '\u0000unrepeatable';
 
 /** Waiters take the connection in the order they asked for it. */
 class Mutex {
@@ -60,8 +68,12 @@ class Mutex {
 class Lease implements DatabaseConnection {
   /** Holds the connection (queries outside a transaction, or `db.connection()`). */
   holding = false;
-  /** Set while this lease's transaction runs in the open group: the first member needs no savepoint. */
-  member: 'first' | 'savepoint' | undefined;
+  /** Set while this lease's transaction runs in the open group. */
+  member = false;
+  /** The member's statements so far, in order (for the replay, see GroupCommitDriver). */
+  records: Recorded[] = [];
+  /** Whether the member changed anything yet: a failure before that leaves nothing to undo. */
+  dirty = false;
   /** The last statement error, reported to the group if SQLite rolls the whole transaction back. */
   failure: unknown;
   constructor(private readonly driver: GroupCommitDriver) {}
@@ -69,7 +81,7 @@ class Lease implements DatabaseConnection {
   async executeQuery<R>(query: CompiledQuery): Promise<QueryResult<R>> {
     if (!this.member && !this.holding) await this.driver.hold(this);
     try {
-      return this.driver.run<R>(query);
+      return this.driver.run<R>(query, this.member ? this : undefined);
     } catch (error) {
       this.failure = error;
       throw error;
@@ -79,6 +91,8 @@ class Lease implements DatabaseConnection {
   async *streamQuery<R>(query: CompiledQuery): AsyncIterableIterator<QueryResult<R>> {
     if (!this.member && !this.holding) await this.driver.hold(this);
     if (!SelectQueryNode.is(query.query)) throw new Error('SQLite streams select queries only');
+    // A stream's rows are not kept: a replay could not check them, and refuses (see GroupCommitDriver).
+    if (this.member) this.records.push({ sql: query.sql, parameters: query.parameters, outcome: UNREPEATABLE });
     for (const row of this.driver.prepare(query.sql).iterate(query.parameters)) yield { rows: [row as R] };
   }
 }
@@ -98,10 +112,9 @@ interface Finished {
  * Group commit. SQLite has one writer and the store one connection, so concurrent transactions
  * already run one after another; what each one pays for alone is its commit (the WAL pages it
  * touched, written whole: docs/benchmarks.md §1). Here the transactions waiting for the connection
- * run back to back inside one BEGIN IMMEDIATE … COMMIT, each after the first under its own
- * savepoint, so that:
- * - a transaction that fails rolls back to its savepoint: only its own effects go, its caller gets
- *   its own error at once, the others carry on;
+ * run back to back inside one BEGIN IMMEDIATE … COMMIT, so that:
+ * - a transaction that fails takes back only its own effects: its caller gets its own error at
+ *   once, the others carry on (how, below);
  * - a transaction that succeeds is answered only after the group's COMMIT returned, so no caller
  *   learns of a commit before it is as durable as `synchronous` makes any commit;
  * - if the COMMIT fails, or SQLite abandons the whole transaction after an error (disk full, I/O
@@ -113,6 +126,18 @@ interface Finished {
  * Transactions start with BEGIN IMMEDIATE: they take the write lock up front, so two processes on
  * one file (serve + worker) wait on busy_timeout instead of failing with SQLITE_BUSY when a
  * deferred reader tries to become a writer.
+ *
+ * Undoing one member (decision 72). A savepoint per member made SQLite copy every page a member
+ * touched into a savepoint journal, the same shared index pages again for each member: about a
+ * tenth of a checkout's time. There are no savepoints now. Instead, what each member runs is
+ * recorded as it runs: every statement, its parameters and what it answered (the rows read, the
+ * rows changed, an error). A member that fails before changing anything (out of stock, an unknown
+ * product: the usual failures) leaves nothing to undo. One that fails after changing something
+ * rolls the transaction back; a new one begins, and the members finished in the group so far run
+ * their recorded statements again, in order. Each must answer exactly as it did (same rows, same
+ * number changed, same error), so every member's work rests on what it saw; if anything answers
+ * otherwise (another process wrote in between, a statement that cannot be repeated), the group is
+ * abandoned and every member told its transaction did not happen, as when a COMMIT fails.
  */
 class GroupCommitDriver implements Driver {
   readonly #mutex = new Mutex();
@@ -121,6 +146,8 @@ class GroupCommitDriver implements Driver {
   #finished: Finished[] = [];
   #open = false;
   #members = 0;
+  /** The recorded statements of the members finished in the open group, in order. */
+  #replay: Recorded[] = [];
 
   constructor(
     private readonly database: BetterSqlite3.Database,
@@ -157,11 +184,47 @@ class GroupCommitDriver implements Driver {
     return statement;
   }
 
-  run<R>({ sql, parameters }: CompiledQuery): QueryResult<R> {
+  /** Runs a statement; for a group member (`member`), records it and what it answered. */
+  run<R>({ sql, parameters }: CompiledQuery, member?: Lease): QueryResult<R> {
     const statement = this.prepare(sql);
-    if (statement.reader) return { rows: statement.all(parameters) as R[] };
-    const { changes, lastInsertRowid } = statement.run(parameters);
-    return { numAffectedRows: BigInt(changes), insertId: BigInt(lastInsertRowid), rows: [] };
+    let result: QueryResult<R>;
+    let outcome: string;
+    try {
+      if (statement.reader) {
+        const rows = statement.all(parameters) as R[];
+        result = { rows };
+        outcome = member ? JSON.stringify(rows) : '';
+      } else {
+        const { changes, lastInsertRowid } = statement.run(parameters);
+        result = { numAffectedRows: BigInt(changes), insertId: BigInt(lastInsertRowid), rows: [] };
+        outcome = String(changes);
+      }
+    } catch (error) {
+      // The member saw the error and may go on; what the failed statement left behind is not
+      // assumed to be nothing (a conflict clause such as OR FAIL keeps part of it).
+      if (member) {
+        member.records.push({ sql, parameters, outcome: failureOf(error) });
+        member.dirty = true;
+      }
+      throw error;
+    }
+    if (member) {
+      member.records.push({ sql, parameters, outcome });
+      // Reads change nothing, nor does an INSERT, UPDATE or DELETE that touched no row; anything
+      // else (DDL, a member's own savepoints) counts as a change.
+      if (!(statement.reader && statement.readonly) && !(DML.test(sql) && (statement.reader ? result.rows.length === 0 : outcome === '0'))) member.dirty = true;
+    }
+    return result;
+  }
+
+  /** Runs a recorded statement again; answers what it answers now, in the recorded form. */
+  #rerun({ sql, parameters }: Recorded): string {
+    const statement = this.prepare(sql);
+    try {
+      return statement.reader ? JSON.stringify(statement.all(parameters)) : String(statement.run(parameters).changes);
+    } catch (error) {
+      return failureOf(error);
+    }
   }
 
   #exec(text: string): void {
@@ -181,22 +244,15 @@ class GroupCommitDriver implements Driver {
   async commitTransaction(connection: DatabaseConnection): Promise<void> {
     const lease = connection as Lease;
     if (lease.holding) return this.#exec('commit');
-    const member = lease.member;
-    lease.member = undefined;
+    lease.member = false;
     if (!this.database.inTransaction) {
       // A statement error made SQLite give up the transaction, and the callback carried on.
       const error = new Error(`the transaction was rolled back by SQLite: ${describe(lease.failure)}`, { cause: lease.failure });
       this.#abandon(error);
       throw error;
     }
-    if (member === 'savepoint') {
-      try {
-        this.#exec(`release ${MEMBER_SAVEPOINT}`);
-      } catch (error) {
-        this.#abandon(error);
-        throw error;
-      }
-    }
+    this.#replay.push(...lease.records);
+    lease.records = [];
     await new Promise<void>((committed, lost) => {
       this.#finished.push({ committed, lost });
       this.#next();
@@ -210,27 +266,41 @@ class GroupCommitDriver implements Driver {
       return;
     }
     const member = lease.member;
-    lease.member = undefined;
+    lease.member = false;
     // Not a member any more: its group's commit failed and already rolled everything back.
     if (!member) return;
     if (!this.database.inTransaction) {
       this.#abandon(new Error(`the transaction was rolled back by SQLite: ${describe(lease.failure)}`, { cause: lease.failure }));
       return;
     }
-    if (member === 'first') {
-      // Members run one at a time: nothing but the first member's own work is in the transaction.
+    const dirty = lease.dirty;
+    lease.records = [];
+    // It failed before changing anything: nothing to undo, the group goes on.
+    if (!dirty) return this.#next();
+    if (this.#finished.length === 0) {
+      // Members run one at a time: nothing but this member's own work is in the transaction.
       this.#rollback();
       this.#close();
       return;
     }
     try {
-      this.#exec(`rollback to ${MEMBER_SAVEPOINT}`);
-      this.#exec(`release ${MEMBER_SAVEPOINT}`);
+      this.#redoFinished();
     } catch (error) {
       this.#abandon(error);
       return;
     }
     this.#next();
+  }
+
+  /** A member failed after changing something: a new transaction with only the finished members' work. */
+  #redoFinished(): void {
+    this.#exec('rollback');
+    this.#exec('begin immediate');
+    for (const r of this.#replay) {
+      if (r.outcome === UNREPEATABLE || this.#rerun(r) !== r.outcome) {
+        throw new Error(`after a failed transaction in the same group, another one could not be repeated exactly (${r.sql.replace(/\s+/g, ' ').slice(0, 80)})`);
+      }
+    }
   }
 
   async destroy(): Promise<void> {
@@ -250,21 +320,15 @@ class GroupCommitDriver implements Driver {
       return;
     }
     this.#members = 0;
+    this.#replay = [];
     this.#admit();
   }
 
   #admit(): void {
     const next = this.#waiting.shift()!;
-    if (this.#members > 0) {
-      try {
-        this.#exec(`savepoint ${MEMBER_SAVEPOINT}`);
-      } catch (error) {
-        next.refuse(error);
-        this.#abandon(error);
-        return;
-      }
-    }
-    next.lease.member = this.#members === 0 ? 'first' : 'savepoint';
+    next.lease.member = true;
+    next.lease.records = [];
+    next.lease.dirty = false;
     this.#members += 1;
     next.admit();
   }
@@ -311,6 +375,11 @@ class GroupCommitDriver implements Driver {
     this.#mutex.unlock();
     if (this.#waiting.length > 0) void this.#openGroup();
   }
+}
+
+/** How a failed statement is recorded: a replay must fail the same way. */
+function failureOf(error: unknown): string {
+  return `\u0000error:${(error as { code?: string }).code ?? describe(error)}`;
 }
 
 function describe(error: unknown): string {

@@ -152,6 +152,69 @@ describe('group commit [sqlite]', { skip: !ENGINES.includes('sqlite') }, () => {
     assert.deepEqual(await db.selectFrom('group_parents').select('id').execute(), [{ id: 'p2' }]);
   });
 
+  it('a member that fails after changing rows is undone alone: what the others changed is kept exactly, each once', async () => {
+    await sql`create table group_counters (id text primary key, n integer not null)`.execute(t.db);
+    await sql`create table group_log (id integer primary key, k integer not null)`.execute(t.db);
+    await sql`insert into group_counters values ('c', 0)`.execute(t.db);
+    const boom = new Error('the caller changed its mind');
+    const add = (k: number, fail = false) =>
+      t.db.transaction().execute(async (tx) => {
+        await sql`update group_counters set n = n + ${k} where id = 'c'`.execute(tx);
+        const logged = await sql<{ id: number }>`insert into group_log (k) values (${k}) returning id`.execute(tx);
+        if (k === 1) await nextTurn(); // the others queue behind the first
+        if (fail) throw boom;
+        return `${k}@${logged.rows[0]!.id}`;
+      });
+    const outcomes = await Promise.allSettled([add(1), add(2), add(4, true), add(8), add(16, true), add(32)]);
+    // Each caller saw its own row id; the failed ones' rows are gone and the later ones' ids were kept.
+    assert.deepEqual(outcomes.map((o) => (o.status === 'fulfilled' ? o.value : o.reason)), ['1@1', '2@2', boom, '8@3', boom, '32@4']);
+    const { n } = (await sql<{ n: number }>`select n from group_counters`.execute(t.db)).rows[0]!;
+    assert.equal(n, 1 + 2 + 8 + 32);
+    assert.deepEqual((await sql<{ id: number; k: number }>`select id, k from group_log order by id`.execute(t.db)).rows, [
+      { id: 1, k: 1 },
+      { id: 2, k: 2 },
+      { id: 3, k: 8 },
+      { id: 4, k: 32 },
+    ]);
+  });
+
+  it('a member that fails before changing anything undoes nothing; one whose work cannot be repeated exactly fails the group', async () => {
+    await sql`create table if not exists group_rows (id text primary key)`.execute(t.db);
+    await sql`delete from group_rows`.execute(t.db);
+    const rows = t.db.withTables<Rows>();
+    const boom = new Error('out of stock');
+    // A random id, read back: run a second time it would answer something else.
+    const random = () => rows.transaction().execute(async (tx) => (await sql<{ id: string }>`insert into group_rows (id) values (lower(hex(randomblob(8)))) returning id`.execute(tx)).rows[0]!.id);
+    const first = () => rows.transaction().execute(async (tx) => {
+      await tx.insertInto('group_rows').values({ id: 'first' }).execute();
+      await nextTurn();
+      return 'first';
+    });
+    // Fails after an UPDATE that matched no row (the checkout's "not enough stock"): nothing to undo.
+    const clean = () => rows.transaction().execute(async (tx) => {
+      await sql`update group_rows set id = 'never' where id = 'missing'`.execute(tx);
+      throw boom;
+    });
+    const cleanRun = await Promise.allSettled([first(), random(), clean()]);
+    assert.deepEqual(cleanRun.map((o) => o.status), ['fulfilled', 'fulfilled', 'rejected']);
+    assert.equal((cleanRun[2] as PromiseRejectedResult).reason, boom);
+    const randomId = (cleanRun[1] as PromiseFulfilledResult<string>).value;
+    assert.deepEqual((await rows.selectFrom('group_rows').select('id').orderBy('id').execute()).map((r) => r.id), [randomId, 'first'].sort());
+
+    // Fails after writing: the random member's insert would have to run again and answer the same id.
+    await sql`delete from group_rows`.execute(t.db);
+    const dirty = () => rows.transaction().execute(async (tx) => {
+      await tx.insertInto('group_rows').values({ id: 'dirty' }).execute();
+      throw boom;
+    });
+    const dirtyRun = await Promise.allSettled([first(), random(), dirty()]);
+    assert.deepEqual(dirtyRun.map((o) => o.status), ['rejected', 'rejected', 'rejected']);
+    assert.match(String((dirtyRun[1] as PromiseRejectedResult).reason), /rolled back with the others[\s\S]*could not be repeated exactly/);
+    assert.equal((dirtyRun[2] as PromiseRejectedResult).reason, boom);
+    assert.deepEqual(await rows.selectFrom('group_rows').select('id').execute(), []);
+    assert.deepEqual(await Promise.all([first(), random().then(() => 'random')]), ['first', 'random'], 'the next group commits as usual');
+  });
+
   it('a process killed inside a group loses nothing it answered and keeps nothing of the open group', async () => {
     await sql`create table if not exists group_rows (id text primary key)`.execute(t.db);
     await sql`delete from group_rows`.execute(t.db);

@@ -1,4 +1,4 @@
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import nodemailer, { type Transporter } from 'nodemailer';
 
@@ -113,7 +113,9 @@ export function createMailer(opts: { smtpUrl?: string; from: string; folder: str
       await mkdir(opts.folder, { recursive: true });
       // Named by id: a retried job overwrites its own file instead of adding a second mail.
       const file = join(opts.folder, `${mail.id.replace(/[^\w.-]/g, '_')}.eml`);
-      await writeFile(file, info.message as Buffer);
+      // Written aside, then renamed: whoever reads the folder sees a whole mail or none.
+      await writeFile(`${file}.part`, info.message as Buffer);
+      await rename(`${file}.part`, file);
       return { messageId: info.messageId, response: `written to ${file}` };
     },
     close: () => transport.close(),
