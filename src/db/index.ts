@@ -41,7 +41,10 @@ interface Recorded {
 }
 
 const DML = /^\s*(insert|update|delete|replace)\b/i;
+const INSERT = /^\s*(insert|replace)\b/i;
 const UNREPEATABLE = '\u0000unrepeatable';
+/** Statements recorded per member at most (see GroupCommitDriver#record). */
+const MAX_RECORDS = 2000;
 
 /** Waiters take the connection in the order they asked for it. */
 class Mutex {
@@ -72,8 +75,10 @@ class Lease implements DatabaseConnection {
   member = false;
   /** The member's statements so far, in order (for the replay, see GroupCommitDriver). */
   records: Recorded[] = [];
-  /** Whether the member changed anything yet: a failure before that leaves nothing to undo. */
+  /** Whether the member ran something that may change the database other than row changes (DDL, savepoints, a failed statement). */
   dirty = false;
+  /** total_changes() when the member was admitted: rows it changed show as a difference. */
+  changesBefore = 0;
   /** The last statement error, reported to the group if SQLite rolls the whole transaction back. */
   failure: unknown;
   constructor(private readonly driver: GroupCommitDriver) {}
@@ -187,44 +192,52 @@ class GroupCommitDriver implements Driver {
   /** Runs a statement; for a group member (`member`), records it and what it answered. */
   run<R>({ sql, parameters }: CompiledQuery, member?: Lease): QueryResult<R> {
     const statement = this.prepare(sql);
-    let result: QueryResult<R>;
-    let outcome: string;
+    let rows: R[] | undefined;
+    let info: BetterSqlite3.RunResult | undefined;
     try {
-      if (statement.reader) {
-        const rows = statement.all(parameters) as R[];
-        result = { rows };
-        outcome = member ? JSON.stringify(rows) : '';
-      } else {
-        const { changes, lastInsertRowid } = statement.run(parameters);
-        result = { numAffectedRows: BigInt(changes), insertId: BigInt(lastInsertRowid), rows: [] };
-        outcome = String(changes);
-      }
+      if (statement.reader) rows = statement.all(parameters) as R[];
+      else info = statement.run(parameters);
     } catch (error) {
       // The member saw the error and may go on; what the failed statement left behind is not
       // assumed to be nothing (a conflict clause such as OR FAIL keeps part of it).
       if (member) {
-        member.records.push({ sql, parameters, outcome: failureOf(error) });
+        this.#record(member, { sql, parameters, outcome: failureOf(error) });
         member.dirty = true;
       }
       throw error;
     }
     if (member) {
-      member.records.push({ sql, parameters, outcome });
-      // Reads change nothing, nor does an INSERT, UPDATE or DELETE that touched no row; anything
-      // else (DDL, a member's own savepoints) counts as a change.
-      if (!(statement.reader && statement.readonly) && !(DML.test(sql) && (statement.reader ? result.rows.length === 0 : outcome === '0'))) member.dirty = true;
+      this.#record(member, { sql, parameters, outcome: rows ? rowsOutcome(rows) : runOutcome(sql, info!) });
+      // Rows changed by INSERT, UPDATE or DELETE (triggers included) are seen in total_changes();
+      // anything else that is not a read (DDL, a member's own savepoints) counts as a change.
+      if (!(statement.reader && statement.readonly) && !DML.test(sql)) member.dirty = true;
     }
-    return result;
+    return rows ? { rows } : { numAffectedRows: BigInt(info!.changes), insertId: BigInt(info!.lastInsertRowid), rows: [] };
+  }
+
+  /**
+   * A member's records are kept until its group commits. A transaction of very many statements
+   * (a bulk import) is kept as one mark instead: should a later member of its group fail after
+   * changing something, the group cannot be redone and is reported as not committed.
+   */
+  #record(member: Lease, r: Recorded): void {
+    if (member.records.length < MAX_RECORDS) member.records.push(r);
+    else if (member.records.length === MAX_RECORDS) member.records.push({ sql: r.sql, parameters: [], outcome: UNREPEATABLE });
   }
 
   /** Runs a recorded statement again; answers what it answers now, in the recorded form. */
   #rerun({ sql, parameters }: Recorded): string {
     const statement = this.prepare(sql);
     try {
-      return statement.reader ? JSON.stringify(statement.all(parameters)) : String(statement.run(parameters).changes);
+      return statement.reader ? rowsOutcome(statement.all(parameters)) : runOutcome(sql, statement.run(parameters));
     } catch (error) {
       return failureOf(error);
     }
+  }
+
+  /** Rows changed on this connection so far, by any statement or trigger (never goes down). */
+  #totalChanges(): number {
+    return this.prepare('select total_changes()').pluck().get() as number;
   }
 
   #exec(text: string): void {
@@ -251,7 +264,7 @@ class GroupCommitDriver implements Driver {
       this.#abandon(error);
       throw error;
     }
-    this.#replay.push(...lease.records);
+    for (const r of lease.records) this.#replay.push(r);
     lease.records = [];
     await new Promise<void>((committed, lost) => {
       this.#finished.push({ committed, lost });
@@ -273,10 +286,10 @@ class GroupCommitDriver implements Driver {
       this.#abandon(new Error(`the transaction was rolled back by SQLite: ${describe(lease.failure)}`, { cause: lease.failure }));
       return;
     }
-    const dirty = lease.dirty;
+    const changed = lease.dirty || this.#totalChanges() !== lease.changesBefore;
     lease.records = [];
     // It failed before changing anything: nothing to undo, the group goes on.
-    if (!dirty) return this.#next();
+    if (!changed) return this.#next();
     if (this.#finished.length === 0) {
       // Members run one at a time: nothing but this member's own work is in the transaction.
       this.#rollback();
@@ -329,6 +342,7 @@ class GroupCommitDriver implements Driver {
     next.lease.member = true;
     next.lease.records = [];
     next.lease.dirty = false;
+    next.lease.changesBefore = this.#totalChanges();
     this.#members += 1;
     next.admit();
   }
@@ -379,7 +393,21 @@ class GroupCommitDriver implements Driver {
 
 /** How a failed statement is recorded: a replay must fail the same way. */
 function failureOf(error: unknown): string {
-  return `\u0000error:${(error as { code?: string }).code ?? describe(error)}`;
+  return `\u0000error:${(error as { code?: string }).code ?? ''}:${describe(error)}`;
+}
+
+/** How rows read or returned are recorded; rows that cannot be written down cannot be checked. */
+function rowsOutcome(rows: unknown[]): string {
+  try {
+    return JSON.stringify(rows, (_key, value: unknown) => (typeof value === 'bigint' ? `${value}n` : value));
+  } catch {
+    return UNREPEATABLE;
+  }
+}
+
+/** How a write is recorded: rows changed, and for an insert the rowid its caller was given. */
+function runOutcome(sql: string, info: BetterSqlite3.RunResult): string {
+  return info.changes > 0 && INSERT.test(sql) ? `${info.changes}:${info.lastInsertRowid}` : String(info.changes);
 }
 
 function describe(error: unknown): string {

@@ -25,12 +25,21 @@ export interface KeyPair {
   fingerprint: string;
 }
 
-/** An ed25519 SSH key pair (OpenSSH text) and its SHA-256 fingerprint. */
+/**
+ * An ed25519 SSH key pair (OpenSSH text) and its SHA-256 fingerprint. ssh2 1.17's key generator
+ * strips a public key's leading zero bytes, so about one key in 256 comes out malformed and its own
+ * parser refuses it (mscdex/ssh2 issue 1513): such a pair is drawn again.
+ */
 export function sshKeyPair(): KeyPair {
-  const keys = utils.generateKeyPairSync('ed25519');
-  const parsed = utils.parseKey(keys.public);
-  if (parsed instanceof Error) throw parsed;
-  return { private: keys.private, public: keys.public, fingerprint: sshFingerprint(parsed.getPublicSSH()) };
+  for (let attempt = 1; ; attempt++) {
+    const keys = utils.generateKeyPairSync('ed25519');
+    const parsed = utils.parseKey(keys.public);
+    const parsedPrivate = utils.parseKey(keys.private);
+    if (!(parsed instanceof Error) && !(parsedPrivate instanceof Error)) {
+      return { private: keys.private, public: keys.public, fingerprint: sshFingerprint(parsed.getPublicSSH()) };
+    }
+    if (attempt === 5) throw parsed instanceof Error ? parsed : parsedPrivate;
+  }
 }
 
 // ------------------------------------------------------------------ SFTP

@@ -215,6 +215,52 @@ describe('group commit [sqlite]', { skip: !ENGINES.includes('sqlite') }, () => {
     assert.deepEqual(await Promise.all([first(), random().then(() => 'random')]), ['first', 'random'], 'the next group commits as usual');
   });
 
+  it('a failed member\'s trigger writes go too, though its own statement changed no row', async () => {
+    await sql`create table group_items (id text primary key)`.execute(t.db);
+    await sql`create table group_audit (item text not null)`.execute(t.db);
+    await sql`create trigger group_items_audit before insert on group_items begin insert into group_audit values (new.id); end`.execute(t.db);
+    await sql`insert into group_items values ('taken')`.execute(t.db);
+    const boom = new Error('changed its mind');
+    const add = (id: string, fail = false) =>
+      t.db.transaction().execute(async (tx) => {
+        // A duplicate is skipped (0 rows changed), but the trigger has written its audit row already.
+        const r = await sql`insert or ignore into group_items values (${id})`.execute(tx);
+        if (id === 'a') await nextTurn();
+        if (fail) throw boom;
+        return Number(r.numAffectedRows);
+      });
+    const outcomes = await Promise.allSettled([add('a'), add('taken', true), add('b')]);
+    assert.deepEqual(outcomes.map((o) => (o.status === 'fulfilled' ? o.value : o.reason)), [1, boom, 1]);
+    const audit = (await sql<{ item: string }>`select item from group_audit order by item`.execute(t.db)).rows.map((r) => r.item);
+    assert.deepEqual(audit, ['a', 'b', 'taken'], 'one audit row per insert that stayed (the first "taken" is the setup\'s)');
+  });
+
+  it('a transaction of thousands of statements commits; in a group that must be redone, it is reported as not committed', async () => {
+    await sql`create table if not exists group_rows (id text primary key)`.execute(t.db);
+    await sql`delete from group_rows`.execute(t.db);
+    const rows = t.db.withTables<Rows>();
+    const bulk = (prefix: string, pause = false) =>
+      rows.transaction().execute(async (tx) => {
+        for (let i = 0; i < 2500; i++) await tx.insertInto('group_rows').values({ id: `${prefix}-${i}` }).execute();
+        if (pause) await nextTurn();
+        return prefix;
+      });
+    assert.equal(await bulk('alone'), 'alone');
+    const first = () => rows.transaction().execute(async (tx) => {
+      await tx.insertInto('group_rows').values({ id: 'first' }).execute();
+      await nextTurn();
+    });
+    const failing = () => rows.transaction().execute(async (tx) => {
+      await tx.insertInto('group_rows').values({ id: 'failing' }).execute();
+      throw new Error('changed its mind');
+    });
+    const outcomes = await Promise.allSettled([first(), bulk('grouped'), failing()]);
+    assert.deepEqual(outcomes.map((o) => o.status), ['rejected', 'rejected', 'rejected']);
+    assert.match(String((outcomes[1] as PromiseRejectedResult).reason), /could not be repeated exactly/);
+    const count = (await sql<{ n: number }>`select count(*) as n from group_rows`.execute(t.db)).rows[0]!.n;
+    assert.equal(count, 2500, 'only the lone bulk transaction');
+  });
+
   it('a process killed inside a group loses nothing it answered and keeps nothing of the open group', async () => {
     await sql`create table if not exists group_rows (id text primary key)`.execute(t.db);
     await sql`delete from group_rows`.execute(t.db);
