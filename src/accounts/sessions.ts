@@ -4,8 +4,9 @@ import { insertRow } from '../db/insert.js';
 import { hashToken, newSecret, nowIso } from '../ids.js';
 
 /*
- * Customer sessions. The browser holds a 256-bit secret; the database holds its SHA-256 as the
- * session id, so neither a database copy nor a log line of ids lets anyone in. A session ends when
+ * Customer sessions. The browser holds a secret (`newSecret`: its time and 256 random bits); the
+ * database holds its hash (`hashToken`) as the session id, so neither a database copy nor a log
+ * line of ids lets anyone in. A session ends when
  * idle for `sessionIdleMinutes`, at `sessionMaxDays` after login, at logout, and for every browser
  * of a customer when the password is reset.
  */

@@ -5,8 +5,9 @@ import { hashToken, newSecret, nowIso } from '../ids.js';
 
 /*
  * The one-time links mailed to customers. The raw token exists only in the mail (and for the
- * moment the mail job builds it); the database keeps its SHA-256. A token is used at most once:
- * the UPDATE that marks it used is the check, so two clicks racing each other cannot both act.
+ * moment the mail job builds it); the database keeps its hash (`hashToken`). A token is used at
+ * most once: the UPDATE that marks it used is the check, so two clicks racing each other cannot
+ * both act.
  */
 
 export type Purpose = AccountTokenTable['purpose'];

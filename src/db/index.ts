@@ -333,7 +333,6 @@ class GroupCommitDriver implements Driver {
       return;
     }
     this.#members = 0;
-    this.#replay = [];
     this.#admit();
   }
 
@@ -386,6 +385,7 @@ class GroupCommitDriver implements Driver {
 
   #close(): void {
     this.#open = false;
+    this.#replay = [];
     this.#mutex.unlock();
     if (this.#waiting.length > 0) void this.#openGroup();
   }

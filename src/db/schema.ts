@@ -295,7 +295,7 @@ export interface ChartRunTable {
   sent_at: string | null;
 }
 
-/** A logged-in browser (migration 0006). The id is the SHA-256 of the cookie's secret, never the secret. */
+/** A logged-in browser (migration 0006). The id is the cookie secret's hash (`hashToken`), never the secret. */
 export interface CustomerSessionTable {
   id: string;
   customer_id: string;
@@ -306,7 +306,7 @@ export interface CustomerSessionTable {
   expires_at: string;
 }
 
-/** A mailed account link (migration 0006): only its SHA-256 is stored; single use. */
+/** A mailed account link (migration 0006): only its hash (`hashToken`) is stored; single use. */
 export interface AccountTokenTable {
   hash: string;
   customer_id: string;
