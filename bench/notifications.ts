@@ -11,9 +11,11 @@
  *   0. (not timed) `orders` orders of a fresh serial-code product with `orders` units, each paying
  *      with the gateway, and for each attempt the notification the gateway sends (the script of
  *      each gateway says how it is built), plus a forged copy (signature changed);
- *   1. baseline: `seconds` seconds of those bodies (cycled) against the bare route; then "app": as
- *      long against a route of the store's own Fastify that answers at once (every hook of the
- *      notification route, no verification, no database): the app's share of the cost;
+ *   1. baseline: `seconds` seconds of those bodies (cycled) against the bare route; then "floor":
+ *      as long against a route of the bare app that checks an HMAC of the body and appends it to a
+ *      table with group commit before answering (see openFloor: the least the rule costs here);
+ *      then "app": as long against a route of the store's own Fastify that answers at once (every
+ *      hook of the notification route, no verification, no database): the app's share of the cost;
  *   2. fresh: every notification once to POST /webhooks/<gateway>/default. Each is verified and
  *      recorded (group commit) before its answer, then applied by the inbox: payment event, attempt
  *      captured, order paid, stock committed, order_paid mail job. After the load the script waits
@@ -37,16 +39,19 @@
  * `--profile DIR`: V8's CPU profiler on this thread during each measured load (not during the
  * preparation, the drain or the warm-up): DIR/<series>-round<n>.cpuprofile.
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { createRequire } from 'node:module';
-import { availableParallelism, cpus, loadavg } from 'node:os';
+import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
+import Database from 'better-sqlite3';
 import Fastify from 'fastify';
+import pg from 'pg';
 import { sql, type RawBuilder } from 'kysely';
 import { createProduct } from '../src/commerce/catalog.js';
 import { createOrder } from '../src/commerce/orders.js';
@@ -241,8 +246,84 @@ const pct = (xs: number[], p: number): number => {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
 };
 
-type Series = 'baseline' | 'app' | 'fresh' | 'duplicate' | 'forged';
-const SERIES: Series[] = ['baseline', 'app', 'fresh', 'duplicate', 'forged'];
+type Series = 'baseline' | 'floor' | 'app' | 'fresh' | 'duplicate' | 'forged';
+const SERIES: Series[] = ['baseline', 'floor', 'app', 'fresh', 'duplicate', 'forged'];
+
+/**
+ * The floor: the least that "verify, record durably, then answer" costs on this machine, built from
+ * nothing but the parts every implementation needs. On the bare Fastify app, a route that checks an
+ * HMAC-SHA256 of the raw body (hex, in a header, constant-time compare), appends the body to a table
+ * in a database of the store's engine — every request read in one turn of the event loop in one
+ * insert and commit, as the store's inbox does — and answers once that commit returns. No parsing,
+ * no shop, no framework hooks. The store's fresh notifications do more (they parse the gateway's
+ * format, find the shop, keep the event's unique key, apply it afterwards); the gap between the
+ * floor and them is the store's own cost, and the floor's own share of the bare route is the most
+ * any implementation of the rule could reach here.
+ */
+const FLOOR_KEY = 'floor-key-for-the-benchmark';
+const floorSignature = (body: string): string => createHmac('sha256', FLOOR_KEY).update(body, 'latin1').digest('hex');
+
+interface Floor {
+  /** Appends the bodies in one transaction; resolves when it is committed. */
+  append(bodies: Buffer[]): Promise<void>;
+  close(): Promise<void>;
+}
+
+async function openFloor(engine: 'sqlite' | 'postgres', databaseUrl: string): Promise<Floor> {
+  if (engine === 'postgres') {
+    const pool = new pg.Pool({ connectionString: databaseUrl, max: 4 });
+    await pool.query('create table bench_floor (id bigserial primary key, received_at timestamptz not null default now(), body bytea not null)');
+    return {
+      append: async (bodies) => void (await pool.query('insert into bench_floor (body) select unnest($1::bytea[])', [bodies])),
+      close: () => pool.end(),
+    };
+  }
+  // The store's SQLite settings: WAL, synchronous=NORMAL (docs/decisions.md).
+  const dir = mkdtempSync(join(tmpdir(), 'kessai-bench-floor-'));
+  const db = new Database(join(dir, 'floor.db'));
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = NORMAL');
+  db.exec('create table bench_floor (id integer primary key, received_at text not null, body blob not null)');
+  const insert = db.prepare('insert into bench_floor (received_at, body) values (?, ?)');
+  const appendAll = db.transaction((bodies: Buffer[]) => {
+    const at = new Date().toISOString();
+    for (const body of bodies) insert.run(at, body);
+  });
+  return {
+    append: async (bodies) => appendAll(bodies),
+    close: async () => {
+      db.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Group commit for the floor: what arrives in one turn of the event loop is appended together. */
+function floorRecorder(floor: Floor): (body: Buffer) => Promise<void> {
+  let waiting: { body: Buffer; done: (error?: unknown) => void }[] = [];
+  let scheduled = false;
+  const flush = async () => {
+    const batch = waiting;
+    waiting = [];
+    try {
+      await floor.append(batch.map((w) => w.body));
+      for (const w of batch) w.done();
+    } catch (error) {
+      for (const w of batch) w.done(error);
+    }
+    scheduled = false;
+    if (waiting.length > 0) schedule();
+  };
+  const schedule = () => {
+    scheduled = true;
+    setImmediate(() => void flush());
+  };
+  return (body) =>
+    new Promise<void>((resolve, reject) => {
+      waiting.push({ body, done: (error) => (error ? reject(error) : resolve()) });
+      if (!scheduled) schedule();
+    });
+}
 
 /** How the inbox kept up with one fresh load. */
 interface Application {
@@ -331,6 +412,18 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
     });
     bare.post(path, async (request, reply) => {
       bareBytes += Buffer.isBuffer(request.body) ? request.body.length : 0;
+      return reply.status(spec.ok.status).type(spec.ok.contentType).send(spec.ok.body);
+    });
+    const floor = await openFloor(engine, ctx.config.databaseUrl);
+    const floorAppend = floorRecorder(floor);
+    let floorRecorded = 0;
+    bare.post(`/floor${path}`, async (request, reply) => {
+      const body = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
+      const given = Buffer.from(String(request.headers['x-floor-signature'] ?? ''), 'hex');
+      const expected = createHmac('sha256', FLOOR_KEY).update(body).digest();
+      if (given.length !== expected.length || !timingSafeEqual(given, expected)) return reply.status(401).send('signature mismatch');
+      await floorAppend(body);
+      floorRecorded += 1;
       return reply.status(spec.ok.status).type(spec.ok.contentType).send(spec.ok.body);
     });
     await bare.listen({ port: barePort, host: '127.0.0.1' });
@@ -455,15 +548,15 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
       };
     }
 
-    const loopDelays: Record<Series, { p50: number; p99: number; max: number }[]> = { baseline: [], app: [], fresh: [], duplicate: [], forged: [] };
+    const loopDelays: Record<Series, { p50: number; p99: number; max: number }[]> = { baseline: [], floor: [], app: [], fresh: [], duplicate: [], forged: [] };
     /** This thread's CPU time from the first to the last answer, per answer, µs: what a request costs the server, however busy the machine was. */
-    const busyPerRequest: Record<Series, number[]> = { baseline: [], app: [], fresh: [], duplicate: [], forged: [] };
+    const busyPerRequest: Record<Series, number[]> = { baseline: [], floor: [], app: [], fresh: [], duplicate: [], forged: [] };
     /** The share of the load's time the server's thread (and the load generator's) waited for a core, and the load generator's CPU µs per response. */
-    const serverWaitShare: Record<Series, number[]> = { baseline: [], app: [], fresh: [], duplicate: [], forged: [] };
-    const loadWait: Record<Series, number[]> = { baseline: [], app: [], fresh: [], duplicate: [], forged: [] };
-    const loadCpu: Record<Series, number[]> = { baseline: [], app: [], fresh: [], duplicate: [], forged: [] };
+    const serverWaitShare: Record<Series, number[]> = { baseline: [], floor: [], app: [], fresh: [], duplicate: [], forged: [] };
+    const loadWait: Record<Series, number[]> = { baseline: [], floor: [], app: [], fresh: [], duplicate: [], forged: [] };
+    const loadCpu: Record<Series, number[]> = { baseline: [], floor: [], app: [], fresh: [], duplicate: [], forged: [] };
     /** The inbox's time applying between a load's first and last answer, as a share of that time. */
-    const applyingShare: Record<Series, number[]> = { baseline: [], app: [], fresh: [], duplicate: [], forged: [] };
+    const applyingShare: Record<Series, number[]> = { baseline: [], floor: [], app: [], fresh: [], duplicate: [], forged: [] };
     let profiler: Session | undefined;
     let roundNo = 0;
     if (args.profile) {
@@ -530,6 +623,12 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
       const baseline = await measured('baseline', { url: `http://127.0.0.1:${barePort}${path}`, requests: genuine, headers: spec.headers, connections: CONNECTIONS, seconds: baselineSeconds, expect: OK });
       if (Object.keys(baseline.unexpected).length || baseline.errors || baseline.timeouts) problems.push(`baseline: ${JSON.stringify({ unexpected: baseline.unexpected, errors: baseline.errors, timeouts: baseline.timeouts })}`);
 
+      const floorRequests = genuine.map((g) => ({ body: g.body, headers: { ...g.headers, 'x-floor-signature': floorSignature(g.body) } }));
+      const floorBefore = floorRecorded;
+      const floorLoad = await measured('floor', { url: `http://127.0.0.1:${barePort}/floor${path}`, requests: floorRequests, headers: spec.headers, connections: CONNECTIONS, seconds: baselineSeconds, expect: OK });
+      if (Object.keys(floorLoad.unexpected).length || floorLoad.errors || floorLoad.timeouts) problems.push(`floor: ${JSON.stringify({ unexpected: floorLoad.unexpected, errors: floorLoad.errors, timeouts: floorLoad.timeouts })}`);
+      if (floorRecorded - floorBefore < floorLoad.responses) problems.push(`floor: ${floorLoad.responses} answered but ${floorRecorded - floorBefore} recorded`);
+
       const appLoad = await measured('app', { url: `${base}${appPath}`, requests: genuine, headers: spec.headers, connections: CONNECTIONS, seconds: baselineSeconds, expect: OK });
       if (Object.keys(appLoad.unexpected).length || appLoad.errors || appLoad.timeouts) problems.push(`app: ${JSON.stringify({ unexpected: appLoad.unexpected, errors: appLoad.errors, timeouts: appLoad.timeouts })}`);
 
@@ -553,7 +652,7 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
       const afterForged = await stateOf(skuId);
       if (JSON.stringify(afterForged) !== JSON.stringify(afterDuplicates)) problems.push(`the forged bodies changed something: ${JSON.stringify(afterForged)}`);
 
-      return { results: { baseline, app: appLoad, fresh, duplicate, forged: forgedRun }, application, problems, prepareSeconds };
+      return { results: { baseline, floor: floorLoad, app: appLoad, fresh, duplicate, forged: forgedRun }, application, problems, prepareSeconds };
     }
 
     // Warm-up: JIT, statement caches and page cache on every path, then forget its figures.
@@ -578,7 +677,7 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
       const busy = (s: Series) =>
         `${Math.round(busyPerRequest[s].at(-1) ?? 0)} µs CPU/req (load generator ${Math.round(loadCpu[s].at(-1) ?? 0)}; waited for a core: server ${Math.round((serverWaitShare[s].at(-1) ?? 0) * 100)} %, load generator ${Math.round((loadWait[s].at(-1) ?? 0) * 100)} %)`;
       log(
-        `round ${i} (prepared ${ORDERS} orders in ${r.prepareSeconds.toFixed(1)} s): bare ${f(r.results.baseline)} ${busy('baseline')}; app ${f(r.results.app)} ${busy('app')} (${((r.results.app.rps / r.results.baseline.rps) * 100).toFixed(1)} %); ` +
+        `round ${i} (prepared ${ORDERS} orders in ${r.prepareSeconds.toFixed(1)} s): bare ${f(r.results.baseline)} ${busy('baseline')}; floor ${f(r.results.floor)} ${busy('floor')} (${((r.results.floor.rps / r.results.baseline.rps) * 100).toFixed(1)} %); app ${f(r.results.app)} ${busy('app')} (${((r.results.app.rps / r.results.baseline.rps) * 100).toFixed(1)} %); ` +
           `fresh ${f(r.results.fresh)} ${busy('fresh')} (${((r.results.fresh.rps / r.results.baseline.rps) * 100).toFixed(1)} %), all applied ${r.application.drainSeconds.toFixed(2)} s after the last OK, OK→applied p50 ${r.application.lagMs.p50} p99 ${r.application.lagMs.p99} ms, ≥ ${r.application.batches} inserts, ${r.application.appliedDuringLoad} applied during the load (applying took ${Math.round((applyingShare.fresh.at(-1) ?? 0) * 100)} % of it); ` +
           `duplicates ${f(r.results.duplicate)} ${busy('duplicate')}; forged ${f(r.results.forged)} ${busy('forged')}; ${r.problems.length ? `PROBLEMS: ${r.problems.join('; ')}` : 'all checks passed'}`,
       );
@@ -587,6 +686,7 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
     profiler?.disconnect();
     await app.close();
     await bare.close();
+    await floor.close();
     await rt.close();
 
     const pick = (s: Series, f: (r: LoadResult) => number) => median(rounds.map((r) => f(r.results[s])));
@@ -643,6 +743,7 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
 
     const label: Record<Series, string> = {
       baseline: `bare Fastify POST (raw body, ${spec.ok.body})`,
+      floor: 'floor: bare + HMAC check + group-committed insert',
       app: `store's Fastify, a route that only answers ${spec.ok.body}`,
       fresh: 'store: fresh notifications (recorded, answered)',
       duplicate: 'store: duplicates (verify, insert ignored)',
