@@ -55,7 +55,8 @@ import pg from 'pg';
 import { sql, type RawBuilder } from 'kysely';
 import { createProduct } from '../src/commerce/catalog.js';
 import { createOrder } from '../src/commerce/orders.js';
-import { DEFAULT_SHOP_ID } from '../src/commerce/shops.js';
+import { DEFAULT_SHOP_ID, findShopSettings } from '../src/commerce/shops.js';
+import { handleNotification } from '../src/payments/service.js';
 import type { Order, PaymentAttempt } from '../src/db/schema.js';
 import { WEBHOOK_BODY_LIMIT } from '../src/http/routes/webhooks.js';
 import type { Runtime } from '../src/runtime.js';
@@ -263,6 +264,13 @@ const SERIES: Series[] = ['baseline', 'floor', 'app', 'fresh', 'duplicate', 'for
 const FLOOR_KEY = 'floor-key-for-the-benchmark';
 const floorSignature = (body: string): string => createHmac('sha256', FLOOR_KEY).update(body, 'latin1').digest('hex');
 
+/** The floor's verification: the HMAC in the header matches the body's. */
+function floorAccepts(body: Buffer, signature: string | string[] | undefined): boolean {
+  const given = Buffer.from(String(signature ?? ''), 'hex');
+  const expected = createHmac('sha256', FLOOR_KEY).update(body).digest();
+  return given.length === expected.length && timingSafeEqual(given, expected);
+}
+
 interface Floor {
   /** Appends the bodies in one transaction; resolves when it is committed. */
   append(bodies: Buffer[]): Promise<void>;
@@ -346,6 +354,7 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
       connections: { type: 'string', default: '64' },
       rounds: { type: 'string', default: '5' },
       profile: { type: 'string' },
+      parts: { type: 'boolean', default: false },
     },
   });
   const engine = args.engine;
@@ -419,9 +428,7 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
     let floorRecorded = 0;
     bare.post(`/floor${path}`, async (request, reply) => {
       const body = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
-      const given = Buffer.from(String(request.headers['x-floor-signature'] ?? ''), 'hex');
-      const expected = createHmac('sha256', FLOOR_KEY).update(body).digest();
-      if (given.length !== expected.length || !timingSafeEqual(given, expected)) return reply.status(401).send('signature mismatch');
+      if (!floorAccepts(body, request.headers['x-floor-signature'])) return reply.status(401).send('signature mismatch');
       await floorAppend(body);
       floorRecorded += 1;
       return reply.status(spec.ok.status).type(spec.ok.contentType).send(spec.ok.body);
@@ -653,6 +660,108 @@ export async function runNotificationBench(spec: GatewayBench): Promise<void> {
       if (JSON.stringify(afterForged) !== JSON.stringify(afterDuplicates)) problems.push(`the forged bodies changed something: ${JSON.stringify(afterForged)}`);
 
       return { results: { baseline, floor: floorLoad, app: appLoad, fresh, duplicate, forged: forgedRun }, application, problems, prepareSeconds };
+    }
+
+    if (args.parts) {
+      await parts();
+      await app.close();
+      await bare.close();
+      await floor.close();
+      await rt.close();
+      return;
+    }
+
+    /**
+     * `--parts`: where a notification's time goes, without HTTP. Per round, `orders` fresh orders and
+     * their notifications as above; then this thread's CPU per notification for: the floor's work
+     * (HMAC check and group-committed append, `GROUP` at a time); the provider's verification and
+     * reading of the facts alone; a forged notification through `handleNotification`; fresh
+     * notifications through `handleNotification`, `GROUP` at a time as the inbox groups them under
+     * load (the inbox applies meanwhile at its burst share, as in the server); the rest of the
+     * application once they stop, per event it applied; and the same notifications again
+     * (duplicates). On PostgreSQL the database server's own CPU is not in these figures.
+     */
+    async function parts(): Promise<void> {
+      const GROUP = 26;
+      const provider = rt.payments.providers.get(spec.provider);
+      const settings = await findShopSettings(ctx, DEFAULT_SHOP_ID);
+      if (!provider || !settings) throw new Error(`the ${spec.provider} provider or the demo shop is missing`);
+      const names = ['floor', 'verify', 'forged', 'fresh', 'applied after', 'duplicate'] as const;
+      const figures = Object.fromEntries(names.map((n) => [n, [] as number[]])) as Record<(typeof names)[number], number[]>;
+      const cpuUs = () => threadSched()[0] / 1000;
+      const requestOf = (x: Notification) => ({
+        rawBody: Buffer.from(x.body, 'latin1'),
+        headers: Object.fromEntries(Object.entries({ ...spec.headers, ...x.headers }).map(([k, v]) => [k.toLowerCase(), v])),
+        remoteAddress: '127.0.0.1',
+      });
+      async function timed(run: () => Promise<void>): Promise<number> {
+        const before = cpuUs();
+        await run();
+        return cpuUs() - before;
+      }
+      async function grouped<T>(items: T[], each: (item: T) => Promise<unknown>): Promise<void> {
+        for (let i = 0; i < items.length; i += GROUP) await Promise.all(items.slice(i, i + GROUP).map(each));
+      }
+      for (let r = 0; r <= ROUNDS; r++) {
+        const n = r === 0 ? Math.min(500, ORDERS) : ORDERS;
+        const { skuId, genuine, forged } = await prepare(`${spec.provider}-parts-${r}`, n);
+        const fresh = genuine.map(requestOf);
+        const refused = forged.map(requestOf);
+        const floorBodies = genuine.map((g) => ({ body: Buffer.from(g.body, 'latin1'), signature: floorSignature(g.body) }));
+        const answers: string[] = [];
+        const answer = async (req: ReturnType<typeof requestOf>) => {
+          const a = await handleNotification(rt.payments, spec.provider, DEFAULT_SHOP_ID, req);
+          answers.push(`${a.status} ${a.body}`);
+        };
+        const floorCpu = await timed(() =>
+          grouped(floorBodies, async ({ body, signature }) => {
+            if (!floorAccepts(body, signature)) throw new Error('the floor refused a body it signed');
+            await floorAppend(body);
+          }),
+        );
+        const verifyCpu = await timed(async () => {
+          for (const req of fresh) {
+            const v = await provider.parseNotification({ ...req, settings });
+            if (!('verified' in v) || !v.verified) throw new Error(`${spec.provider} did not verify its own notification`);
+          }
+        });
+        const forgedCpu = await timed(async () => {
+          for (const req of refused) await answer(req);
+        });
+        const freshCpu = await timed(() => grouped(fresh, answer));
+        const waiting = Number((await sql<{ n: number | string }>`select count(*) as n from payment_events where outcome = 'received'`.execute(db)).rows[0]?.n ?? 0);
+        const drainCpu = await timed(() => rt.payments.inbox.settled());
+        const duplicateCpu = await timed(() => grouped(fresh, answer));
+        const problems = checkPaid(await stateOf(skuId), n);
+        const ok = `${spec.ok.status} ${spec.ok.body}`;
+        const no = `${spec.refused.status} ${spec.refused.body}`;
+        const wrong = answers.filter((a, i) => a !== (i < n ? no : ok));
+        if (wrong.length) problems.push(`${wrong.length} unexpected answers, e.g. ${wrong[0]}`);
+        if (problems.length) throw new Error(`parts round ${r}: ${problems.join('; ')}`);
+        if (r === 0) continue;
+        figures.floor.push(floorCpu / n);
+        figures.verify.push(verifyCpu / n);
+        figures.forged.push(forgedCpu / n);
+        figures.fresh.push(freshCpu / n);
+        figures['applied after'].push(waiting > 0 ? drainCpu / waiting : Number.NaN);
+        figures.duplicate.push(duplicateCpu / n);
+        log(`parts round ${r}: ${names.map((k) => `${k} ${figures[k].at(-1)!.toFixed(1)}`).join(', ')} µs per notification (${waiting} of ${n} applied after the last)`);
+      }
+      const floorUs = median(figures.floor);
+      const label: Record<(typeof names)[number], string> = {
+        floor: `floor: HMAC check + append, ${GROUP} at a time`,
+        verify: `${spec.provider}: verify and read the facts (parseNotification)`,
+        forged: 'forged notification (handleNotification)',
+        fresh: `fresh notification, ${GROUP} at a time (verify, record; the inbox applies meanwhile)`,
+        'applied after': 'applying, per event applied after the last one arrived',
+        duplicate: `duplicate, ${GROUP} at a time (verify, insert ignored)`,
+      };
+      console.log(`\n${spec.title}, the parts without HTTP — ${engineVersion}, Node ${process.version}: ${ORDERS} per round, ${ROUNDS} rounds; this thread's CPU µs per notification (median; min – max) and as a multiple of the floor`);
+      for (const k of names) {
+        const xs = figures[k];
+        console.log(`${label[k].padEnd(92)} ${median(xs).toFixed(1).padStart(7)}  (${Math.min(...xs).toFixed(1)} – ${Math.max(...xs).toFixed(1)})  ${(median(xs) / floorUs).toFixed(1).padStart(5)} ×`);
+      }
+      console.log(JSON.stringify({ bench: `${spec.name}-parts`, engine, engineVersion, node: process.version, orders: ORDERS, rounds: ROUNDS, group: GROUP, usPerNotification: Object.fromEntries(names.map((k) => [k, Number(median(figures[k]).toFixed(1))])) }));
     }
 
     // Warm-up: JIT, statement caches and page cache on every path, then forget its figures.
