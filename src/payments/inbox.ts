@@ -1,6 +1,7 @@
 import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
 import { sql } from 'kysely';
 import type { Context } from '../context.js';
+import { prepared, type Value } from '../db/prepared.js';
 import { nowIso } from '../ids.js';
 import { applyRecordedBatch, eventRow, RECEIVED } from './apply-fact.js';
 import type { GatewayFact } from './provider.js';
@@ -26,6 +27,19 @@ const APPLY_SHARE_UNDER_LOAD = 0.1;
 const BURST_GAP_MS = 20;
 /** Events applied together during a burst: fewer, so that no answer waits long behind them. */
 const BURST_APPLY_BATCH = 4;
+
+/** A payment_events row's columns, in the order the inbox's insert names them. */
+const EVENT_COLUMNS = ['id', 'shop_id', 'provider', 'event_key', 'attempt_id', 'fact_type', 'amount', 'source', 'outcome', 'note', 'payload', 'fact', 'received_at', 'applied_at'] as const;
+type EventColumns = Record<(typeof EVENT_COLUMNS)[number], readonly Value[]>;
+
+/** The inbox's insert, its SQL built once per number of rows (each column's values are a list). */
+const insertReceived = prepared('inbox.insert-received', (db, p: EventColumns) =>
+  db
+    .insertInto('payment_events')
+    .values(p.id.map((_, i) => Object.fromEntries(EVENT_COLUMNS.map((c) => [c, p[c][i]]))) as never)
+    .onConflict((oc) => oc.columns(['shop_id', 'provider', 'event_key']).doNothing())
+    .returning('id'),
+);
 
 interface Waiting {
   shopId: string;
@@ -109,12 +123,8 @@ export class NotificationInbox {
           const key = `${row.shop_id}\n${row.provider}\n${row.event_key}`;
           return keys.has(key) ? false : (keys.add(key), true);
         });
-      const inserted = await this.ctx.db
-        .insertInto('payment_events')
-        .values(rows)
-        .onConflict((oc) => oc.columns(['shop_id', 'provider', 'event_key']).doNothing())
-        .returning('id')
-        .execute();
+      const columns = Object.fromEntries(EVENT_COLUMNS.map((c) => [c, rows.map((row) => row[c] ?? null)])) as unknown as EventColumns;
+      const { rows: inserted } = await insertReceived(this.ctx.db, columns);
       for (const w of batch) w.resolve();
       const fresh = new Set(inserted.map((r) => r.id));
       this.apply(rows.filter((r) => fresh.has(r.id)).map((r) => r.id));
