@@ -389,9 +389,9 @@ export async function applyOrderChange(tx: Tx, order: Order, next: OrderChange, 
   // decide() never asks for both: stock given back is never committed, and vice versa.
   const move = effects.includes('commit_stock') ? 'committed' : effects.includes('release_stock') ? 'released' : undefined;
   if (move) {
-    // SKUs in id order, as at checkout: two transactions never wait on each other's rows crosswise.
-    const held = await tx.selectFrom('reservations').select(['sku_id', 'quantity']).where('order_id', '=', order.id).where('state', '=', 'held').orderBy('sku_id').execute();
-    await tx.updateTable('reservations').set({ state: move, updated_at: at }).where('order_id', '=', order.id).where('state', '=', 'held').execute();
+    // SKUs in id order, sorted as the checkout sorts them: two transactions never wait on each other's rows crosswise.
+    const held = await tx.updateTable('reservations').set({ state: move, updated_at: at }).where('order_id', '=', order.id).where('state', '=', 'held').returning(['sku_id', 'quantity']).execute();
+    held.sort((a, b) => (a.sku_id < b.sku_id ? -1 : a.sku_id > b.sku_id ? 1 : 0));
     for (const r of held) {
       await tx
         .updateTable('skus')
