@@ -89,7 +89,9 @@ export async function editOrder(
     }
 
     const at = nowIso();
-    for (const line of changes) {
+    // SKUs in id order, sorted as the checkout sorts them: an edit and a checkout of the same two
+    // SKUs never wait on each other's rows crosswise (a deadlock on PostgreSQL).
+    for (const line of [...changes].sort((a, b) => (a.sku_id < b.sku_id ? -1 : a.sku_id > b.sku_id ? 1 : 0))) {
       const quantity = next.get(line.id)!;
       const given = line.quantity - quantity;
       if (quantity === 0) await tx.deleteFrom('order_lines').where('id', '=', line.id).execute();

@@ -15,8 +15,11 @@ import type { GatewayFact } from './provider.js';
  * there, and the sweep (the `payments.apply-received` job) applies them.
  */
 
-/** Most rows in one insert; more waiting requests go into the next one. */
-const BATCH_ROWS = 256;
+/**
+ * Most rows in one insert; more waiting requests go into the next one. The insert's SQL is built
+ * once per number of rows, so this also bounds how many are kept (decision 69).
+ */
+const BATCH_ROWS = 64;
 /** The sweep reads this many waiting events at a time. */
 const SWEEP_PAGE = 200;
 /** Events applied together (on SQLite in one transaction, see applyRecordedBatch). */
@@ -30,7 +33,11 @@ const BURST_APPLY_BATCH = 4;
 
 /** A payment_events row's columns, in the order the inbox's insert names them. */
 const EVENT_COLUMNS = ['id', 'shop_id', 'provider', 'event_key', 'attempt_id', 'fact_type', 'amount', 'source', 'outcome', 'note', 'payload', 'fact', 'received_at', 'applied_at'] as const;
-type EventColumns = Record<(typeof EVENT_COLUMNS)[number], readonly Value[]>;
+type EventColumn = (typeof EVENT_COLUMNS)[number];
+type EventColumns = Record<EventColumn, readonly Value[]>;
+/** Fails to compile when eventRow() gains a column the list above does not name (it would be dropped), or the list names one it lacks. */
+const everyColumnNamed: [Exclude<keyof ReturnType<typeof eventRow>, EventColumn>, Exclude<EventColumn, keyof ReturnType<typeof eventRow>>] extends [never, never] ? true : never = true;
+void everyColumnNamed;
 
 /** The inbox's insert, its SQL built once per number of rows (each column's values are a list). */
 const insertReceived = prepared('inbox.insert-received', (db, p: EventColumns) =>
