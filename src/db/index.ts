@@ -441,11 +441,21 @@ export interface OpenOptions {
   onCheckpointError?: (message: string) => void;
 }
 
+/**
+ * PostgreSQL connections kept open however long they stay idle (pg closes the others after 10 s).
+ * A burst after a quiet spell, such as a flash sale's payment notifications, would otherwise wait
+ * for new connections first: in the notification benchmark the p99 of fresh notifications was
+ * 175–260 ms from a pool emptied by the idle timeout, 140–160 ms keeping 4 and 95–112 ms keeping 6
+ * (docs/benchmarks.md §3). Six: what such a burst keeps busy (the inbox's insert, its four
+ * concurrent appliers, a request).
+ */
+const IDLE_CONNECTIONS = 6;
+
 export function openDatabase(url: string, options: OpenOptions = {}): DatabaseHandle {
   if (/^postgres(ql)?:\/\//.test(url)) {
     // int8 (bigint) comes back as a string by default; counts and sums here fit in a JS number.
     pg.types.setTypeParser(20, (v) => Number.parseInt(v, 10));
-    const pool = new pg.Pool({ connectionString: url, max: options.poolSize ?? 10 });
+    const pool = new pg.Pool({ connectionString: url, max: options.poolSize ?? 10, min: IDLE_CONNECTIONS });
     pool.on('error', (error) => (options.onIdleError ?? ((e: Error) => process.emitWarning(`idle PostgreSQL connection lost: ${e.message}`)))(error));
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     return { db, engine: 'postgres', close: () => db.destroy() };
