@@ -5,7 +5,7 @@ import type { Tx } from '../db/index.js';
 import type { Order, PaymentAttempt } from '../db/schema.js';
 import { KessaiError, invalid, parseInput, type FieldProblem } from '../errors.js';
 import { newId, nowIso } from '../ids.js';
-import { findOrder, lockOrder, orderLinesInput, orderTotals, recordChange } from './orders.js';
+import { findOrder, lockOrder, orderLinesInput, orderTotals, recordChange, skuLockOrder } from './orders.js';
 
 /*
  * An operator makes a paid order smaller before it ships: fewer of a line, or a line removed (a
@@ -89,9 +89,9 @@ export async function editOrder(
     }
 
     const at = nowIso();
-    // SKUs in id order, sorted as the checkout sorts them: an edit and a checkout of the same two
-    // SKUs never wait on each other's rows crosswise (a deadlock on PostgreSQL).
-    for (const line of [...changes].sort((a, b) => (a.sku_id < b.sku_id ? -1 : a.sku_id > b.sku_id ? 1 : 0))) {
+    // SKUs in the one lock order, as the checkout takes them: an edit and a checkout of the same
+    // two SKUs never wait on each other's rows crosswise.
+    for (const line of [...changes].sort((a, b) => skuLockOrder(a.sku_id, b.sku_id))) {
       const quantity = next.get(line.id)!;
       const given = line.quantity - quantity;
       if (quantity === 0) await tx.deleteFrom('order_lines').where('id', '=', line.id).execute();

@@ -181,7 +181,7 @@ export async function createValidOrder(ctx: Context, o: ValidOrderInput, opts: C
     if (total > MAX_ORDER_TOTAL) throw invalid([{ field: 'lines', reason: `order total ${total} yen exceeds ${MAX_ORDER_TOTAL} yen` }]);
 
     // SKU rows are locked in id order, so two checkouts of the same SKUs cannot deadlock.
-    for (const l of [...lines].sort((a, b) => (a.sku.id < b.sku.id ? -1 : 1))) {
+    for (const l of [...lines].sort((a, b) => skuLockOrder(a.sku.id, b.sku.id))) {
       const reserved = await reserveStock(tx, { skuId: l.sku.id, quantity: l.quantity });
       if (Number(reserved.numAffectedRows) !== 1) {
         throw new KessaiError('out_of_stock', `not enough stock for "${l.sku.code}" (wanted ${l.quantity})`, 409, [
@@ -340,6 +340,15 @@ export interface OrderChange {
  * Writes an order's new state and carries out its effects inside the caller's transaction: stock
  * moves now (they are database rows), anything that talks to the outside world goes to the outbox.
  */
+/**
+ * The order in which a transaction locks several SKU rows (checkout, payment, order edit): by id,
+ * compared as JavaScript strings. Every writer of SKU rows uses it, so none waits on another's rows
+ * crosswise (on PostgreSQL, a deadlock).
+ */
+export function skuLockOrder(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
 export async function applyOrderChange(tx: Tx, order: Order, next: OrderChange, effects: readonly OrderEffect[], cause: string): Promise<OrderState> {
   const at = nowIso();
   // Serial codes first: an order that cannot get all its codes is held, not fulfilled (serial-codes.ts).
@@ -389,9 +398,9 @@ export async function applyOrderChange(tx: Tx, order: Order, next: OrderChange, 
   // decide() never asks for both: stock given back is never committed, and vice versa.
   const move = effects.includes('commit_stock') ? 'committed' : effects.includes('release_stock') ? 'released' : undefined;
   if (move) {
-    // SKUs in id order, sorted as the checkout sorts them: two transactions never wait on each other's rows crosswise.
+    // SKUs in the one lock order: two transactions never wait on each other's rows crosswise.
     const held = await tx.updateTable('reservations').set({ state: move, updated_at: at }).where('order_id', '=', order.id).where('state', '=', 'held').returning(['sku_id', 'quantity']).execute();
-    held.sort((a, b) => (a.sku_id < b.sku_id ? -1 : a.sku_id > b.sku_id ? 1 : 0));
+    held.sort((a, b) => skuLockOrder(a.sku_id, b.sku_id));
     for (const r of held) {
       await tx
         .updateTable('skus')

@@ -455,7 +455,8 @@ export function openDatabase(url: string, options: OpenOptions = {}): DatabaseHa
   if (/^postgres(ql)?:\/\//.test(url)) {
     // int8 (bigint) comes back as a string by default; counts and sums here fit in a JS number.
     pg.types.setTypeParser(20, (v) => Number.parseInt(v, 10));
-    const pool = new pg.Pool({ connectionString: url, max: options.poolSize ?? 10, min: IDLE_CONNECTIONS });
+    const max = options.poolSize ?? 10;
+    const pool = new pg.Pool({ connectionString: url, max, min: Math.min(IDLE_CONNECTIONS, max) });
     pool.on('error', (error) => (options.onIdleError ?? ((e: Error) => process.emitWarning(`idle PostgreSQL connection lost: ${e.message}`)))(error));
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     return { db, engine: 'postgres', close: () => db.destroy() };
