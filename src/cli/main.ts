@@ -19,6 +19,8 @@ import { listAlerts, listJobs, retryJob } from '../jobs/admin.js';
 import { listMailLog } from '../jobs/mail.js';
 import { verifyReport } from '../gateways/sbps/verify-report.js';
 import { createLogger } from '../observability.js';
+
+const IDEMPOTENCY_KEY_HELP = 'run the same command again safely: with the same key it answers the job queued the first time';
 import { createRuntime, createServer, sandboxPlugins, startWorker, type Runtime } from '../runtime.js';
 
 /*
@@ -295,21 +297,23 @@ export function program(): Command {
       .command(`${kind} <order>`)
       .description(`queue a ${kind} of an explicit amount at the gateway (the worker performs it)`)
       .requiredOption('--amount <yen>', 'amount in yen')
-      .action((ref: string, opts: { amount: string }) =>
+      .option('--idempotency-key <key>', IDEMPOTENCY_KEY_HELP)
+      .action((ref: string, opts: { amount: string; idempotencyKey?: string }) =>
         withRuntime(async (rt) => {
           const amount = /^\d+$/.test(opts.amount) ? Number(opts.amount) : Number.NaN;
-          const { jobKey } = await requestOperation(rt.payments, ref, { kind, amount });
-          print(`${kind} of ${amount}円 queued (${jobKey})`);
+          const { jobKey, replayed } = await requestOperation(rt.payments, ref, { kind, amount }, opts.idempotencyKey);
+          print(`${kind} of ${amount}円 ${replayed ? 'already queued' : 'queued'} (${jobKey})`);
         }),
       );
   }
   orders
     .command('cancel <order>')
     .description('queue a cancel of an unpaid or authorized payment at the gateway')
-    .action((ref: string) =>
+    .option('--idempotency-key <key>', IDEMPOTENCY_KEY_HELP)
+    .action((ref: string, opts: { idempotencyKey?: string }) =>
       withRuntime(async (rt) => {
-        const { jobKey } = await requestOperation(rt.payments, ref, { kind: 'cancel' });
-        print(`cancel queued (${jobKey})`);
+        const { jobKey, replayed } = await requestOperation(rt.payments, ref, { kind: 'cancel' }, opts.idempotencyKey);
+        print(`cancel ${replayed ? 'already queued' : 'queued'} (${jobKey})`);
       }),
     );
   orders
@@ -376,7 +380,7 @@ export function program(): Command {
     .description('run a dead job again')
     .action((id: string) =>
       withRuntime(async (rt) => {
-        if (!(await retryJob(rt.ctx.db, id))) throw new KessaiError('not_retryable', `job ${id} does not exist or is running or done`);
+        if (!(await retryJob(rt.ctx, id))) throw new KessaiError('not_retryable', `job ${id} does not exist or is running or done`);
         print(`job ${id} queued again`);
       }),
     );

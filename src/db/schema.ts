@@ -175,6 +175,8 @@ export interface JobTable {
   payload: string;
   state: 'pending' | 'running' | 'done' | 'dead';
   attempts: number;
+  /** Runs in a row that recorded no outcome (migration 0012). */
+  lost_runs: ColumnType<number, number | undefined, number>;
   run_at: string;
   locked_by: string | null;
   locked_until: string | null;
@@ -182,6 +184,18 @@ export interface JobTable {
   created_at: string;
   updated_at: string;
   finished_at: string | null;
+}
+
+/** A money operation at a gateway, one per outbox job performing it (migration 0011). */
+export interface PaymentOperationTable {
+  job_id: string;
+  attempt_id: string;
+  kind: 'capture' | 'refund' | 'cancel';
+  amount: number;
+  /** started: under way; sent: a call the gateway cannot be asked about afterwards went out; done: carried out and applied. */
+  state: 'started' | 'sent' | 'done';
+  created_at: string;
+  updated_at: string;
 }
 
 export interface JobRunTable {
@@ -383,6 +397,7 @@ export interface Database {
   state_changes: StateChangeTable;
   jobs: JobTable;
   job_runs: JobRunTable;
+  payment_operations: PaymentOperationTable;
   alerts: AlertTable;
   tickets: TicketTable;
   serial_code_specs: SerialCodeSpecTable;

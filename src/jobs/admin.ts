@@ -2,6 +2,8 @@ import type { Selectable } from 'kysely';
 import type { Db } from '../db/index.js';
 import type { AlertTable, Job, JobTable } from '../db/schema.js';
 import { nowIso } from '../ids.js';
+import { checkRefundRetry } from '../payments/operations.js';
+import type { Context } from '../context.js';
 
 export type Alert = Selectable<AlertTable>;
 
@@ -27,17 +29,23 @@ export async function listJobs(db: Db, filter: JobFilter = {}): Promise<Job[]> {
 /**
  * Runs a dead (or waiting) job again now. Its attempts are kept, so a revived job that fails once
  * more is dead-lettered again at once, with a new alert, rather than starting another retry series.
- * Returns false when there is no such job, or it is running or already done.
+ * A refund is checked against what is still refundable first (payments/operations.ts). Returns
+ * false when there is no such job, or it is running or already done.
  */
-export async function retryJob(db: Db, id: string): Promise<boolean> {
+export async function retryJob(ctx: Context, id: string): Promise<boolean> {
   const at = nowIso();
-  const result = await db
-    .updateTable('jobs')
-    .set({ state: 'pending', run_at: at, updated_at: at, finished_at: null, locked_by: null, locked_until: null })
-    .where('id', '=', id)
-    .where('state', 'in', ['dead', 'pending'])
-    .executeTakeFirst();
-  return result.numUpdatedRows > 0n;
+  return ctx.db.transaction().execute(async (tx) => {
+    const job = await tx.selectFrom('jobs').select(['id', 'kind', 'payload']).where('id', '=', id).where('state', 'in', ['dead', 'pending']).executeTakeFirst();
+    if (!job) return false;
+    if (job.kind === 'payment.refund') await checkRefundRetry(ctx, tx, job);
+    const result = await tx
+      .updateTable('jobs')
+      .set({ state: 'pending', run_at: at, updated_at: at, finished_at: null, locked_by: null, locked_until: null })
+      .where('id', '=', id)
+      .where('state', 'in', ['dead', 'pending'])
+      .executeTakeFirst();
+    return result.numUpdatedRows > 0n;
+  });
 }
 
 /** Newest first; `open: true` only unresolved ones, `open: false` only resolved ones. */

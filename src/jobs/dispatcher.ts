@@ -169,6 +169,8 @@ export class Dispatcher {
       locked_by: this.workerId,
       locked_until: this.lockUntil(eb, now),
       attempts: eb('attempts', '+', 1),
+      // Taken again while still `running`: the last run recorded no outcome (see migration 0012).
+      lost_runs: eb.case().when('state', '=', 'running').then(eb('lost_runs', '+', 1)).else(0).end(),
       updated_at: at,
     });
 
@@ -238,7 +240,13 @@ export class Dispatcher {
     const attempt = job.attempts;
     const log = this.ctx.log.child({ job: job.id, kind: job.kind, attempt });
     let failure: { error: unknown } | undefined;
+    const maxAttempts = kind?.maxAttempts ?? this.ctx.config.jobMaxAttempts;
     try {
+      // Claimed again after a run that recorded no outcome: a job that kills or hangs its worker
+      // every time would otherwise take down one worker after another, for ever, with no alert.
+      if (job.lost_runs > 0 && attempt > maxAttempts) {
+        throw new Error(`run ${attempt - 1} of ${maxAttempts} ended without an outcome (its worker died or hung); not run again`);
+      }
       if (!kind) {
         throw new Error(
           `no handler for job kind "${job.kind}" is registered in this worker ` +

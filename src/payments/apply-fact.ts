@@ -134,25 +134,32 @@ const CONCURRENT_EVENTS = 4;
  * and holds up none of the others. On SQLite they share one transaction, each under a savepoint:
  * there is one writer anyway, and one commit instead of many is most of the saving. On PostgreSQL
  * each has its own transaction, so its row locks (the order's, the SKU's) are held for one event
- * only, and a few run at once: they wait for each other only on the rows they share. (Facts of one
- * order may then apply in either order; decide() makes out-of-order facts converge, as it does for
- * out-of-order deliveries.)
+ * only, and the events of a few attempts run at once: they wait for each other only on the rows
+ * they share. The events of one attempt are applied one after another, in the order given (the
+ * order they were recorded in): out of order they do not always converge, a refund applied before
+ * its capture conflicts and puts the order on hold although the gateway did refund.
  */
 export async function applyRecordedBatch(ctx: Context, eventIds: readonly string[]): Promise<{ applied: number; failed: { id: string; error: unknown }[] }> {
   const failed: { id: string; error: unknown }[] = [];
   let applied = 0;
   if (ctx.engine === 'postgres') {
-    for (let i = 0; i < eventIds.length; i += CONCURRENT_EVENTS) {
-      await Promise.all(
-        eventIds.slice(i, i + CONCURRENT_EVENTS).map(async (id) => {
+    const attempts = (await byAttempt(ctx.db, eventIds)).values();
+    // A few runners share one iterator: each takes the next attempt's events when it is done with one.
+    const runner = async () => {
+      for (const ids of attempts) {
+        for (const [i, id] of ids.entries()) {
           try {
             if (await applyRecorded(ctx, id, 'skip')) applied += 1;
           } catch (error) {
-            failed.push({ id, error });
+            // What follows is later news of the same payment: applied before this, it may conflict.
+            const held = new Error(`held back: event ${id} of the same payment before it could not be applied`, { cause: error });
+            failed.push({ id, error }, ...ids.slice(i + 1).map((later) => ({ id: later, error: held })));
+            break;
           }
-        }),
-      );
-    }
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: CONCURRENT_EVENTS }, runner));
     return { applied, failed };
   }
   const settled: Settled[] = [];
@@ -177,6 +184,30 @@ export async function applyRecordedBatch(ctx: Context, eventIds: readonly string
   }
   for (const done of settled) reportRecorded(ctx, done);
   return { applied: settled.length, failed };
+}
+
+/** Event ids by the attempt their fact is about (shop, gateway, merchant reference), each list in the order given. */
+async function byAttempt(db: Db, eventIds: readonly string[]): Promise<Map<string, string[]>> {
+  const rows = eventIds.length === 0 ? [] : await db.selectFrom('payment_events').select(['id', 'shop_id', 'provider', 'fact']).where('id', 'in', eventIds).execute();
+  const attemptOf = new Map(rows.map((r) => [r.id, attemptKey(r)]));
+  const groups = new Map<string, string[]>();
+  for (const id of eventIds) {
+    const key = attemptOf.get(id) ?? id;
+    const group = groups.get(key);
+    if (group) group.push(id);
+    else groups.set(key, [id]);
+  }
+  return groups;
+}
+
+/** An event whose fact cannot be read is its own group: applying it says what is wrong with it. */
+function attemptKey(row: { id: string; shop_id: string; provider: string; fact: string | null }): string {
+  try {
+    const { merchantRef } = JSON.parse(row.fact ?? '') as StatedFact;
+    return JSON.stringify([row.shop_id, row.provider, merchantRef]);
+  } catch {
+    return row.id;
+  }
 }
 
 interface Settled {

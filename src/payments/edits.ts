@@ -2,10 +2,11 @@ import { z } from 'zod';
 import { editOrder as editOrderLines, type OrderEditResult } from '../commerce/order-edit.js';
 import { lockOrder, recordChange } from '../commerce/orders.js';
 import { forUpdate } from '../db/index.js';
-import { StopRetrying } from '../errors.js';
+import { KessaiError, StopRetrying } from '../errors.js';
 import { nowIso } from '../ids.js';
 import { enqueue } from '../jobs/outbox.js';
 import type { JobKind } from '../jobs/registry.js';
+import { refundableAmount } from './operations.js';
 import { attemptContext, type Payments } from './service.js';
 
 /*
@@ -25,6 +26,11 @@ export async function editOrder(p: Payments, orderRef: string, input: unknown, w
     if (p.providers.get(attempt.provider)?.update) {
       await enqueue(tx, { kind: 'payment.update', payload: { attemptId: attempt.id }, dedupeKey: `payment.update:${editId}` });
     } else if (difference > 0) {
+      // Refunds already waiting in the outbox count: the edit must not queue more than was captured.
+      const { refundable, detail } = await refundableAmount(tx, attempt);
+      if (difference > refundable) {
+        throw new KessaiError('not_refundable', `the edit lowers the total by ${difference} yen, more than the refundable ${refundable} yen (${detail})`, 409);
+      }
       await enqueue(tx, { kind: 'payment.refund', payload: { attemptId: attempt.id, amount: difference }, dedupeKey: `payment.refund:${attempt.id}:${editId}` });
     }
   });

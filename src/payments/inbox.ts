@@ -146,10 +146,13 @@ export class NotificationInbox {
 
   /** Kicked after each write: the new events, in the order they arrived. */
   private apply(ids: string[]): void {
-    if (ids.length === 0) return;
     this.toApply.push(...ids);
-    this.applying ??= this.applyAll().finally(() => {
+    if (this.applying || this.toApply.length === 0) return;
+    this.applying = this.applyAll().finally(() => {
       this.applying = undefined;
+      // Events pushed after applyAll's last look but before this callback ran found `applying`
+      // still set and started nothing: without another kick they would wait for the sweep.
+      this.apply([]);
     });
   }
 
@@ -186,6 +189,25 @@ export class NotificationInbox {
       restUntil = performance.now() + (took * (1 - APPLY_SHARE_UNDER_LOAD)) / APPLY_SHARE_UNDER_LOAD;
     }
   }
+}
+
+/**
+ * Applies the events still `received` whose facts are about the given merchant references of a
+ * shop, in the order they were recorded: what a decision about those attempts must see first.
+ */
+export async function applyWaiting(ctx: Context, shopId: string, merchantRefs: readonly string[]): Promise<void> {
+  const refs = new Set(merchantRefs);
+  const waiting = await ctx.db
+    .selectFrom('payment_events')
+    .select(['id', 'fact'])
+    // A literal, not a parameter: the partial index on the waiting rows is then certain to be used.
+    .where('outcome', '=', sql.lit(RECEIVED))
+    .where('shop_id', '=', shopId)
+    .orderBy('received_at')
+    .orderBy('id')
+    .execute();
+  const mine = waiting.filter((e) => refs.has((JSON.parse(e.fact ?? '{}') as { merchantRef?: string }).merchantRef ?? '')).map((e) => e.id);
+  for (let i = 0; i < mine.length; i += APPLY_BATCH) await applyRecordedBatch(ctx, mine.slice(i, i + APPLY_BATCH));
 }
 
 /**

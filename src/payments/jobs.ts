@@ -3,7 +3,7 @@ import { nowIso } from '../ids.js';
 import { enqueue } from '../jobs/outbox.js';
 import type { JobKind } from '../jobs/registry.js';
 import { sweepInbox } from './inbox.js';
-import { expireOrder, readBack, runOperation, type Payments } from './service.js';
+import { checkPaid, expireOrder, readBack, runOperation, type Payments } from './service.js';
 
 /*
  * The outbox job kinds of the payment pipeline. Each handler is idempotent: it may run again after
@@ -24,7 +24,7 @@ export function paymentJobKinds(p: Payments): JobKind[] {
     async run(payload, job) {
       const { attemptId, amount } = attemptPayload.parse(payload);
       const op = kind === 'cancel' ? { kind } : { kind, amount };
-      await runOperation(p, attemptId, op, `kessai-${job.jobId}`);
+      await runOperation(p, attemptId, op, job.jobId);
     },
   });
   return [
@@ -41,6 +41,12 @@ export function paymentJobKinds(p: Payments): JobKind[] {
         await readBack(p, attemptPayload.parse(payload).attemptId);
       },
     },
+    {
+      kind: 'payment.check-paid',
+      async run(payload) {
+        await checkPaid(p, attemptPayload.parse(payload).attemptId);
+      },
+    },
     operation('capture'),
     operation('refund'),
     operation('cancel'),
@@ -49,32 +55,37 @@ export function paymentJobKinds(p: Payments): JobKind[] {
       kind: 'payments.reconcile',
       async run() {
         const now = Date.now();
+        // Only an order's current attempt, while the order still waits for its money. An attempt
+        // abandoned for another one, or of an order that expired, stays pending forever (asking
+        // changes nothing) and would crowd out the ones that matter. What is left is bounded by the
+        // orders open right now, so each is asked about every hour: no cap, nothing to starve behind.
         const stale = await p.ctx.db
           .selectFrom('payment_attempts')
-          .select('id')
-          .where('state', 'in', ['pending', 'awaiting_payment', 'authorized'])
-          .where('updated_at', '<', nowIso(new Date(now - RECONCILE_AFTER_MS)))
-          .where('created_at', '>', nowIso(new Date(now - RECONCILE_WITHIN_MS)))
-          .orderBy('updated_at')
-          .limit(500)
+          .innerJoin('orders', 'orders.id', 'payment_attempts.order_id')
+          .select('payment_attempts.id')
+          .whereRef('orders.current_attempt_id', '=', 'payment_attempts.id')
+          .where('orders.state', 'in', ['pending_payment', 'awaiting_payment', 'authorized', 'on_hold'])
+          .where('payment_attempts.state', 'in', ['pending', 'awaiting_payment', 'authorized'])
+          .where('payment_attempts.updated_at', '<', nowIso(new Date(now - RECONCILE_AFTER_MS)))
+          .where('payment_attempts.created_at', '>', nowIso(new Date(now - RECONCILE_WITHIN_MS)))
           .execute();
         const hour = nowIso().slice(0, 13);
         for (const a of stale) {
           await enqueue(p.ctx.db, { kind: 'payment.readback', payload: { attemptId: a.id }, dedupeKey: `readback:${a.id}:${hour}` });
         }
         // The other side of the four SBPS cases (paid/unpaid × delivered/undelivered): a payment we
-        // hold as paid is checked once, a while after it settled. If the gateway says otherwise the
-        // fact conflicts, the order goes on hold and an operator is alerted.
+        // hold as paid is checked once, a while after it settled (checkPaid): if the gateway does not
+        // show it captured, the order goes on hold and an operator is alerted. No cap: what is
+        // selected is what settled in one window, and a cap would leave the rest of a busy day unchecked.
         const settled = await p.ctx.db
           .selectFrom('payment_attempts')
           .select('id')
           .where('state', 'in', ['captured', 'partially_refunded'])
           .where('updated_at', '<', nowIso(new Date(now - CHECK_PAID_AFTER_MS)))
           .where('updated_at', '>', nowIso(new Date(now - CHECK_PAID_AFTER_MS - RECONCILE_AFTER_MS * 2)))
-          .limit(500)
           .execute();
         for (const a of settled) {
-          await enqueue(p.ctx.db, { kind: 'payment.readback', payload: { attemptId: a.id }, dedupeKey: `readback-paid:${a.id}` });
+          await enqueue(p.ctx.db, { kind: 'payment.check-paid', payload: { attemptId: a.id }, dedupeKey: `check-paid:${a.id}` });
         }
       },
     },

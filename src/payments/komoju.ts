@@ -197,6 +197,12 @@ export function komojuProvider(opts: { fetchImpl?: typeof fetch; timeoutMs?: num
       // Converted into another currency: only the session knows the yen amount, so ask KOMOJU.
       if (data.currency !== 'JPY') return { verified: false, merchantRef, reply: reply(200, 'ok') };
       const payment = data as KomojuPayment;
+      // A payment that ended without money speaks only for itself, not for the attempt: a session
+      // keeps every try (a declined card stays pending beside the card that paid), all under the
+      // attempt's external_order_num, and KOMOJU may expire or cancel a try long after another one
+      // paid. Applied as it stands it would conflict with the capture and hold a paid order
+      // (gateways.md §3.6 #2, #3). The session knows which payment completed it: ask it.
+      if (payment.status === 'cancelled' || payment.status === 'expired') return { verified: false, merchantRef, reply: reply(200, 'ok') };
       const facts = paymentFacts(payment, merchantRef).map((f) => ({
         ...f,
         payload: { event: event.id, delivery: headers['x-komoju-id'] ?? null, type: event.type, data: f.payload },
@@ -206,6 +212,27 @@ export function komojuProvider(opts: { fetchImpl?: typeof fetch; timeoutMs?: num
 
     async readBack(a) {
       return factsOf(a, await current(a));
+    },
+
+    async abandon(a, idempotencyKey) {
+      let found = await current(a);
+      if (!found.payment && found.session?.status === 'pending') {
+        try {
+          found = { session: await api(a.settings).sessions.cancel(found.session.id, { idempotencyKey }) };
+        } catch (error) {
+          if (!(error instanceof KomojuApiError) || error.retryable) throw error;
+          // Refused: most likely the customer completed the session a moment ago. Its payment decides.
+          found = await current(a);
+        }
+      }
+      if (found.payment) return factsOf(a, found);
+      // KOMOJU now says `cancelled`, but the attempt ended because its time was up, and the order
+      // must say so (expired, no cancellation mail). Stated as expired, the attempt is final as
+      // well, so a later read-back's `cancelled` is old news, not a conflict on an expired order.
+      if (found.session?.status === 'cancelled') {
+        return [{ merchantRef: a.attempt.merchant_ref, gatewayRef: found.session.id, eventKey: `${found.session.id}:expired`, fact: { type: 'expired' }, payload: found.session }];
+      }
+      return [];
     },
 
     async capture(a, amount, idempotencyKey) {

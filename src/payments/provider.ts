@@ -1,6 +1,7 @@
 import type { PaymentFact } from '../commerce/payment-machine.js';
 import type { ShopSettings } from '../commerce/shops.js';
 import type { PaymentAttempt } from '../db/schema.js';
+import type { OperationRun } from './operations.js';
 
 /*
  * The seam between the store and a gateway. An adapter speaks its gateway's protocol (through
@@ -37,8 +38,8 @@ export interface GatewayReply {
 }
 
 export type NotificationResult =
-  /** Signature checked: the facts may be applied as they are. */
-  | { verified: true; facts: GatewayFact[]; reply: GatewayReply }
+  /** Signature checked: the facts may be applied as they are. `ignored`: verified, but nothing kessai acts on, and why (logged as a warning). */
+  | { verified: true; facts: GatewayFact[]; reply: GatewayReply; ignored?: string }
   /**
    * Not verifiable (no signature configured, or the gateway does not sign this kind): the store reads
    * the attempt back from the gateway's API and trusts only that answer.
@@ -59,6 +60,8 @@ export interface AttemptContext {
     lines: { name: string; unitPrice: number; quantity: number }[];
     /** A line is a subscription (renewed later with the member's token, where the gateway can). */
     recurring?: boolean;
+    /** When the order's stock reservation ends (ISO 8601): a gateway's payment page must not outlive it. */
+    expiresAt?: string;
   };
   /** Absolute URLs on this store for the gateway to send the customer and its notifications to. */
   urls: { returnUrl: string; cancelUrl: string; notifyUrl: string };
@@ -81,9 +84,17 @@ export interface PaymentProvider {
   verifyReturn?(input: { rawBody: Buffer; settings: ShopSettings }): { valid: boolean; reason?: string };
   /** Reads the attempt's state from the gateway's API: the fallback source of truth. */
   readBack(a: AttemptContext): Promise<GatewayFact[]>;
+  /**
+   * Ends the customer's chance to pay at the gateway for an attempt about to expire (a payment page
+   * left open would still take money for stock given back); answers the facts the gateway holds (a
+   * payment made meanwhile). The key makes a rerun of the expiry safe. Without it, an expiring
+   * attempt is only read back.
+   */
+  abandon?(a: AttemptContext, idempotencyKey: string): Promise<GatewayFact[]>;
   /** Money operations: amounts are always explicit; the key makes a retried call safe. */
   capture(a: AttemptContext, amount: number, idempotencyKey: string): Promise<GatewayFact[]>;
-  refund(a: AttemptContext, amount: number, idempotencyKey: string): Promise<GatewayFact[]>;
+  /** `run.sending()` goes right before a refund call the gateway cannot be asked about afterwards (operations.ts). */
+  refund(a: AttemptContext, amount: number, idempotencyKey: string, run: OperationRun): Promise<GatewayFact[]>;
   cancel(a: AttemptContext, idempotencyKey: string): Promise<GatewayFact[]>;
   /**
    * Whether the gateway's payment `gatewayRef`, named by a browser or an unsigned notification,

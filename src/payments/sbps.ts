@@ -5,14 +5,20 @@ import { jisX0208Problem, toFullWidthKatakana } from '../gateways/common/sjis.js
 import {
   buildPurchaseRequest,
   normaliseForSbps,
+  SBPS_CAPTURE_AMOUNT_METHODS,
   SBPS_EXCEPTION_CHARS,
   SBPS_LIMITS,
   SbpsFieldError,
   SbpsTransportError,
+  SbpsUnsupportedError,
   sbpsXmlApi,
   truncateSjis,
   verifyMessage,
+  xmlApiRequestId,
+  type SbpsApiResult,
   type SbpsInquiry,
+  type SbpsXmlApi,
+  type XmlApiOperation,
 } from '../gateways/sbps/index.js';
 import type { AttemptContext, GatewayFact, GatewayReply, NotificationResult, PaymentProvider } from './provider.js';
 
@@ -44,6 +50,25 @@ export function sbpsItemName(name: string): string {
     .map((ch) => (jisX0208Problem(ch) !== undefined || SBPS_EXCEPTION_CHARS.has(ch) || ch === '\\' ? '〓' : ch))
     .join('');
   return truncateSjis(safe, SBPS_LIMITS.item_name);
+}
+
+/** Fewer seconds than this before the order's reservation ends leave no time to pay at SBPS: no attempt starts. */
+export const SBPS_MIN_SECONDS_TO_PAY = 60;
+
+/**
+ * limit_second of a purchase request: the shop's setting, but never beyond the end of the order's
+ * stock reservation. SBPS takes the payment until request_date + limit_second, and an OK after the
+ * order expired would charge the customer for stock already given back.
+ */
+export function sbpsLimitSecond(settings: ShopSettings, expiresAt: string | undefined, now: number = Date.now()): number {
+  const configured = Number(settings['sbps.limitSecond'] ?? '600');
+  if (expiresAt === undefined) return configured;
+  const left = Math.floor((Date.parse(expiresAt) - now) / 1000);
+  if (Number.isNaN(left)) throw new Error(`the order's reservation end "${expiresAt}" is not a time`);
+  if (left < SBPS_MIN_SECONDS_TO_PAY) {
+    throw new Error(`the order's reservation ends in ${Math.max(0, left)} seconds, too soon to pay at SBPS (at least ${SBPS_MIN_SECONDS_TO_PAY} are needed); please order again`);
+  }
+  return Math.min(configured, left);
 }
 
 /** SBPS dates are Japan time, YYYYMMDDHHMMSS. */
@@ -126,6 +151,64 @@ function inquiryFacts(a: AttemptContext, trackingId: string, inquiry: SbpsInquir
 }
 
 /**
+ * The pay_method the attempt was paid with, which chooses every XML API request id: what SBPS
+ * reported (res_pay_method, kept in the attempt's details), else the one method the customer
+ * chose in the shop. Empty when neither is known.
+ */
+export function sbpsPayMethodOf(a: AttemptContext): string {
+  let reported: unknown;
+  try {
+    reported = (JSON.parse(a.attempt.details || '{}') as { method?: unknown }).method;
+  } catch {
+    reported = undefined;
+  }
+  if (typeof reported === 'string' && reported !== '') return reported;
+  const chosen = a.attempt.method ?? '';
+  return chosen.includes(',') ? '' : chosen;
+}
+
+/** Without an SBPS request for the operation nothing can be done by retrying: a person must act. */
+function refused(error: unknown): unknown {
+  return error instanceof SbpsUnsupportedError ? new StopRetrying(error.message) : error;
+}
+
+/** `SbpsXmlApi` with the attempt's pay_method filled in. */
+interface AttemptApi {
+  commit(input: { trackingId: string; amount?: number }): Promise<SbpsApiResult>;
+  refund(input: { trackingId: string }): Promise<SbpsApiResult>;
+  partialRefund(input: { trackingId: string; amount: number }): Promise<SbpsApiResult>;
+  cancel(input: { trackingId: string }): Promise<SbpsApiResult>;
+  inquiry(input: { trackingId: string }): Promise<SbpsInquiry>;
+}
+
+/**
+ * The XML API for one attempt: each call sends the request ids of the attempt's pay_method. With
+ * `needs`, an operation SBPS offers no request for is refused (StopRetrying) before anything is
+ * read or sent.
+ */
+function attemptApi(client: SbpsXmlApi, a: AttemptContext, needs?: XmlApiOperation): AttemptApi {
+  const payMethod = sbpsPayMethodOf(a);
+  if (needs !== undefined) {
+    try {
+      xmlApiRequestId(payMethod, needs);
+    } catch (error) {
+      throw refused(error);
+    }
+  }
+  const run = <R>(call: Promise<R>): Promise<R> =>
+    call.catch((error: unknown) => {
+      throw refused(error);
+    });
+  return {
+    commit: (input) => run(client.commit({ ...input, payMethod })),
+    refund: (input) => run(client.refund({ ...input, payMethod })),
+    partialRefund: (input) => run(client.partialRefund({ ...input, payMethod })),
+    cancel: (input) => run(client.cancel({ ...input, payMethod })),
+    inquiry: (input) => run(client.inquiry({ ...input, payMethod })),
+  };
+}
+
+/**
  * Runs one XML API money operation. When SBPS's answer is lost (timeout, connection reset) the job
  * normally retries, and the retry's inquiry shows whether it happened. Where the inquiry cannot
  * show it (`uncheckable`), the job stops for a person instead of risking a second refund.
@@ -152,6 +235,10 @@ export function sbpsProvider(opts: { fetchImpl?: typeof fetch; timeoutMs?: numbe
       fetchImpl: opts.fetchImpl,
       timeoutMs: opts.timeoutMs,
     });
+  const clientFor = (a: AttemptContext, needs?: XmlApiOperation) => attemptApi(api(a.settings), a, needs);
+  /** A refund of the whole capture is SBPS's refund; anything less its partial refund, which not every method has. */
+  const refundClient = (a: AttemptContext, amount: number) =>
+    clientFor(a, amount === a.attempt.captured_amount && a.attempt.refunded_amount === 0 ? 'refund' : 'partialRefund');
 
   const trackingIdOf = (a: AttemptContext): string => {
     if (!a.attempt.gateway_ref) throw new Error(`SBPS has not reported a tracking id for ${a.attempt.merchant_ref} yet`);
@@ -170,6 +257,7 @@ export function sbpsProvider(opts: { fetchImpl?: typeof fetch; timeoutMs?: numbe
 
     async start(a) {
       const { settings, order, attempt } = a;
+      const limitSecond = sbpsLimitSecond(settings, order.expiresAt);
       const first = order.lines[0];
       const itemName = sbpsItemName(first ? (order.lines.length > 1 ? `${first.name} 他${order.lines.length - 1}点` : first.name) : order.number);
       try {
@@ -192,7 +280,7 @@ export function sbpsProvider(opts: { fetchImpl?: typeof fetch; timeoutMs?: numbe
             error_url: a.urls.returnUrl,
             pagecon_url: a.urls.notifyUrl,
             request_date: sbpsDate(),
-            limit_second: String(settings['sbps.limitSecond'] ?? '600'),
+            limit_second: String(limitSecond),
           },
           { hashKey: setting(settings, 'hashKey'), normalise: true },
         );
@@ -218,8 +306,12 @@ export function sbpsProvider(opts: { fetchImpl?: typeof fetch; timeoutMs?: numbe
         return { rejected: true, reason: `notification for merchant ${f.merchant_id}/${f.service_id}, not this shop`, reply: ng('merchant_id or service_id does not belong to this shop') };
       }
       const fact = resultFact(f, String(settings['sbps.captureMode'] ?? 'auto'));
-      // A verified result we do not act on is still acknowledged: NG would make SBPS alert and retry.
-      if (!fact) return { verified: true, facts: [], reply: ok('OK,') };
+      // A verified result we do not know is still acknowledged (NG would make SBPS alert and retry)
+      // and applies nothing; the store logs why, for a person to look at.
+      if (!fact) {
+        const reason = `verified result with res_result "${f.res_result ?? ''}" that kessai does not act on (order_id ${f.order_id ?? ''}, tracking id ${f.res_tracking_id ?? ''}): answered OK, nothing applied`;
+        return { verified: true, facts: [], reply: ok('OK,'), ignored: reason };
+      }
       const details: Record<string, unknown> = {};
       if (f.res_pay_method) details.method = f.res_pay_method;
       if (f.res_payinfo_key) details.payinfo = f.res_payinfo_key;
@@ -253,7 +345,7 @@ export function sbpsProvider(opts: { fetchImpl?: typeof fetch; timeoutMs?: numbe
     async readBack(a) {
       // Without a tracking id (no result notification yet) SBPS cannot be asked; the reservation's expiry decides.
       if (!a.attempt.gateway_ref) return [];
-      const inquiry = await api(a.settings).inquiry({ trackingId: a.attempt.gateway_ref });
+      const inquiry = await clientFor(a).inquiry({ trackingId: a.attempt.gateway_ref });
       return inquiryFacts(a, a.attempt.gateway_ref, inquiry);
     },
 
@@ -262,33 +354,42 @@ export function sbpsProvider(opts: { fetchImpl?: typeof fetch; timeoutMs?: numbe
     // like the inquiry would report it, so both paths apply it once.
     async capture(a, amount) {
       const trackingId = trackingIdOf(a);
-      const client = api(a.settings);
+      const client = clientFor(a, 'commit');
+      // Only a card's capture names an amount; other methods capture the whole authorisation or nothing.
+      const named = SBPS_CAPTURE_AMOUNT_METHODS.has(sbpsPayMethodOf(a));
+      if (!named && amount !== a.attempt.amount) {
+        throw new StopRetrying(`SBPS captures a ${sbpsPayMethodOf(a)} payment only in full (${a.attempt.amount} yen), not ${amount} yen: capture the whole authorisation or cancel it`);
+      }
       const before = await client.inquiry({ trackingId });
       if (before.status === 'unknown') throw new Error(`SBPS inquiry for ${trackingId} gave a status kessai does not understand; not capturing`);
       if (before.status !== 'authorized') return inquiryFacts(a, trackingId, before);
-      await guarded('capture', () => client.commit({ trackingId, amount }));
+      await guarded('capture', () => client.commit(named ? { trackingId, amount } : { trackingId }));
       return [{ merchantRef: a.attempt.merchant_ref, gatewayRef: trackingId, eventKey: `inquiry:${trackingId}:captured:${amount}`, fact: { type: 'captured', amount }, payload: { operation: 'commit', amount } }];
     },
 
-    async refund(a, amount) {
+    async refund(a, amount, _idempotencyKey, run) {
       const trackingId = trackingIdOf(a);
-      const client = api(a.settings);
+      const client = refundClient(a, amount);
       const before = await client.inquiry({ trackingId });
       if (before.status === 'unknown') throw new Error(`SBPS inquiry for ${trackingId} gave a status kessai does not understand; not refunding`);
       const refundedBefore = before.refundedAmount ?? (before.status === 'refunded' ? a.attempt.captured_amount : a.attempt.refunded_amount);
       // SBPS and our record disagree about what was refunded already: read, do not refund again.
       if (refundedBefore !== a.attempt.refunded_amount || before.status === 'refunded') return inquiryFacts(a, trackingId, before);
       if (amount === a.attempt.captured_amount && refundedBefore === 0) await guarded('refund', () => client.refund({ trackingId }));
-      // Real SBPS does not report refunded amounts: after an unknown outcome a partial refund cannot
-      // be checked, so it must not be repeated blindly.
-      else await guarded('partial refund', () => client.partialRefund({ trackingId, amount }), before.refundedAmount === undefined);
+      else {
+        // Real SBPS does not report refunded amounts: a partial refund whose outcome is unknown (its
+        // answer lost, or an earlier run of this job that never recorded it) must not be sent again.
+        const uncheckable = before.refundedAmount === undefined;
+        if (uncheckable) await run.sending();
+        await guarded('partial refund', () => client.partialRefund({ trackingId, amount }), uncheckable);
+      }
       const total = refundedBefore + amount;
       return [{ merchantRef: a.attempt.merchant_ref, gatewayRef: trackingId, eventKey: `inquiry:${trackingId}:refunded-to:${total}`, fact: { type: 'refunded', amount, refundId: `${trackingId}:refunded-to:${total}` }, payload: { operation: 'refund', amount } }];
     },
 
     async cancel(a) {
       const trackingId = trackingIdOf(a);
-      const client = api(a.settings);
+      const client = clientFor(a);
       const before = await client.inquiry({ trackingId });
       if (before.status === 'awaiting_payment') {
         throw new StopRetrying(`a ${before.payMethod ?? 'convenience store'} payment waiting at SBPS cannot be cancelled through the API; it ends when its deadline passes`);

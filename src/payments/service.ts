@@ -9,8 +9,10 @@ import { KessaiError, invalid, notFound, parseInput } from '../errors.js';
 import { newId, nowIso } from '../ids.js';
 import { enqueue } from '../jobs/outbox.js';
 import { applyFact, type ApplyResult, type FactSource } from './apply-fact.js';
-import type { NotificationInbox } from './inbox.js';
-import type { AttemptContext, GatewayReply, PaymentAction, ProviderRegistry } from './provider.js';
+import { insertRow } from '../db/insert.js';
+import { beginOperation, checkRefundable, finishOperation } from './operations.js';
+import { applyWaiting, type NotificationInbox } from './inbox.js';
+import type { AttemptContext, GatewayFact, GatewayReply, PaymentAction, ProviderRegistry } from './provider.js';
 
 /*
  * The store's payment use cases, between the HTTP/CLI/job entry points and the domain. Gateway
@@ -113,7 +115,7 @@ export async function attemptContext(p: Payments, attempt: PaymentAttempt, order
   return {
     attempt,
     settings: await getShopSettings(p.ctx, attempt.shop_id),
-    order: { id: order.id, number: order.number, total: order.total, email: order.email, customerName: customer.name, lines: lines.map((l) => ({ name: l.name, unitPrice: l.unit_price, quantity: l.quantity })), recurring: lines.some((l) => l.recurring_interval_months !== null) },
+    order: { id: order.id, number: order.number, total: order.total, email: order.email, customerName: customer.name, expiresAt: order.expires_at, lines: lines.map((l) => ({ name: l.name, unitPrice: l.unit_price, quantity: l.quantity })), recurring: lines.some((l) => l.recurring_interval_months !== null) },
     urls: {
       returnUrl: `${orderPage}/return?attempt=${attempt.id}`,
       cancelUrl: `${orderPage}/return?attempt=${attempt.id}&cancelled=1`,
@@ -210,6 +212,7 @@ export async function handleNotification(
     if (attempt) await enqueue(p.ctx.db, { kind: 'payment.readback', payload: { attemptId: attempt.id } });
     return result.reply;
   }
+  if (result.ignored) p.ctx.log.warn({ provider: providerName, shopId, reason: result.ignored }, 'verified notification not acted on');
   await p.inbox.record(shopId, providerName, result.facts);
   return result.reply;
 }
@@ -221,27 +224,69 @@ async function loadAttempt(p: Payments, attemptId: string): Promise<{ attempt: P
   return { attempt, order };
 }
 
-/** Asks the gateway for the attempt's state and applies what it says. */
-export async function readBack(p: Payments, attemptId: string, source: FactSource = 'readback'): Promise<ApplyResult[]> {
-  const { attempt, order } = await loadAttempt(p, attemptId);
-  const facts = await providerFor(p, attempt.provider).readBack(await attemptContext(p, attempt, order));
+/** Applies what the gateway said of an attempt, one fact after another, in its order. */
+async function applyFacts(p: Payments, attempt: PaymentAttempt, facts: readonly GatewayFact[], source: FactSource): Promise<ApplyResult[]> {
   const results: ApplyResult[] = [];
   for (const fact of facts) results.push(await applyFact(p.ctx, attempt.shop_id, attempt.provider, fact, source));
   return results;
 }
 
+/** Asks the gateway for the attempt's state and applies what it says. */
+export async function readBack(p: Payments, attemptId: string, source: FactSource = 'readback'): Promise<ApplyResult[]> {
+  const { attempt, order } = await loadAttempt(p, attemptId);
+  const facts = await providerFor(p, attempt.provider).readBack(await attemptContext(p, attempt, order));
+  return applyFacts(p, attempt, facts, source);
+}
+
+/**
+ * Reconciliation's check of a payment held as captured (the SBPS cases "unpaid at the gateway ×
+ * delivered"): it is read back and applied like any read-back, and if the gateway shows no capture
+ * at all (authorised only, waiting for the customer, or nothing it can tell), the two records
+ * disagree in a way no fact can settle — a later authorisation never undoes a capture — so the
+ * order is held for a person (or, past holding, an alert raised).
+ */
+export async function checkPaid(p: Payments, attemptId: string): Promise<void> {
+  const { attempt, order } = await loadAttempt(p, attemptId);
+  if (attempt.state !== 'captured' && attempt.state !== 'partially_refunded') return;
+  const facts = await providerFor(p, attempt.provider).readBack(await attemptContext(p, attempt, order));
+  await applyFacts(p, attempt, facts, 'readback');
+  if (facts.some((f) => f.fact.type === 'captured' || f.fact.type === 'refunded')) return;
+  const said = facts.map((f) => f.fact.type).join(', ') || 'nothing it could tell';
+  const reason = `${attempt.provider} does not show payment ${attempt.merchant_ref} as captured (it says: ${said}), while the store holds ${attempt.captured_amount} yen captured`;
+  await p.ctx.db.transaction().execute(async (tx) => {
+    const current = await lockOrder(p.ctx, tx, order.id);
+    // Already held: a person has it in hand (and a rerun of this check adds nothing).
+    if (current.state === 'on_hold') return;
+    const t = applyOrderEvent(orderSnapshot(current), 'hold');
+    if (t.ok) {
+      await applyOrderChange(tx, current, { ...t.order, holdReason: reason }, t.effects, 'reconciliation');
+    } else {
+      await insertRow(tx, 'alerts', { id: newId('alr'), kind: 'payment_discrepancy', message: `order ${current.number}: ${reason}`, ref: current.id, created_at: nowIso(), resolved_at: null });
+    }
+  });
+}
+
 export type Operation = { kind: 'capture'; amount: number } | { kind: 'refund'; amount: number } | { kind: 'cancel' };
 
-/** Runs a money operation at the gateway (from its outbox job) and applies the facts it answers with. */
-export async function runOperation(p: Payments, attemptId: string, op: Operation, idempotencyKey: string): Promise<void> {
+/**
+ * Runs a money operation at the gateway (from its outbox job `jobId`) and applies the facts it
+ * answers with; one operation at a time per payment, and nothing again that an earlier run of the
+ * job already did (operations.ts).
+ */
+export async function runOperation(p: Payments, attemptId: string, op: Operation, jobId: string): Promise<void> {
+  const amount = op.kind === 'cancel' ? 0 : op.amount;
+  const run = await beginOperation(p.ctx, jobId, attemptId, op.kind, amount);
+  if (!run) return;
   const { attempt, order } = await loadAttempt(p, attemptId);
   const provider = providerFor(p, attempt.provider);
   const a = await attemptContext(p, attempt, order);
+  const idempotencyKey = `kessai-${jobId}`;
   const facts =
     op.kind === 'capture' ? await provider.capture(a, op.amount, idempotencyKey)
-    : op.kind === 'refund' ? await provider.refund(a, op.amount, idempotencyKey)
+    : op.kind === 'refund' ? await provider.refund(a, op.amount, idempotencyKey, run)
     : await provider.cancel(a, idempotencyKey);
-  for (const fact of facts) await applyFact(p.ctx, attempt.shop_id, attempt.provider, fact, 'operation');
+  await applyFacts(p, attempt, facts, 'operation');
+  await finishOperation(p.ctx, jobId);
 }
 
 const positiveYen = (field: string, amount: unknown): number => {
@@ -251,16 +296,39 @@ const positiveYen = (field: string, amount: unknown): number => {
   return amount;
 };
 
+/** An Idempotency-Key as the API and the CLI take it: visible ASCII, at most 255 characters. */
+const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
+
 /**
  * An operator asks for a capture, refund or cancel. The request is checked against the money the
  * order holds now (including refunds already queued), then queued as an outbox job in the same
  * transaction: the gateway call itself happens in the worker, retried until it is certain.
+ *
+ * With an idempotency key (the API's `Idempotency-Key` header, the CLI's `--idempotency-key`), the
+ * same request sent again — a retry after a lost answer, a double click — answers the job queued
+ * the first time (`replayed`) instead of queueing a second refund; the same key with another amount
+ * is refused.
  */
-export async function requestOperation(p: Payments, orderRef: string, op: Operation): Promise<{ jobKey: string }> {
+export async function requestOperation(p: Payments, orderRef: string, op: Operation, idempotencyKey?: string): Promise<{ jobKey: string; replayed: boolean }> {
+  if (idempotencyKey !== undefined && !IDEMPOTENCY_KEY.test(idempotencyKey)) {
+    throw invalid([{ field: 'Idempotency-Key', reason: 'must be 1 to 255 visible ASCII characters (a UUID, for example)' }]);
+  }
   const found = await findOrder(p.ctx, orderRef);
   const amount = op.kind === 'cancel' ? 0 : positiveYen('amount', op.amount);
   return p.ctx.db.transaction().execute(async (tx) => {
     const order = await lockOrder(p.ctx, tx, found.id);
+    if (idempotencyKey !== undefined) {
+      // Under the order's lock: the same request sent twice at once finds the first one's job.
+      const jobKey = `payment.${op.kind}:${order.id}:key:${idempotencyKey}`;
+      const earlier = await tx.selectFrom('jobs').select('payload').where('dedupe_key', '=', jobKey).executeTakeFirst();
+      if (earlier) {
+        const was = JSON.parse(earlier.payload) as { amount: number };
+        if (was.amount !== amount) {
+          throw new KessaiError('idempotency_key_reused', `Idempotency-Key "${idempotencyKey}" was used for a ${op.kind} of ${was.amount} yen on order ${order.number}; another request needs another key`, 409);
+        }
+        return { jobKey, replayed: true };
+      }
+    }
     if (!order.current_attempt_id) throw new KessaiError('no_payment', `order ${order.number} has no payment`, 409);
     const attempt = await tx.selectFrom('payment_attempts').selectAll().where('id', '=', order.current_attempt_id).executeTakeFirstOrThrow();
     if (op.kind === 'capture') {
@@ -271,34 +339,43 @@ export async function requestOperation(p: Payments, orderRef: string, op: Operat
       if (attempt.state !== 'captured' && attempt.state !== 'partially_refunded') {
         throw new KessaiError('not_refundable', `payment is ${attempt.state}; only a captured payment can be refunded`, 409);
       }
-      const queued = await tx.selectFrom('jobs').select('payload').where('kind', '=', 'payment.refund').where('state', 'in', ['pending', 'running']).execute();
-      const queuedAmount = queued
-        .map((j) => JSON.parse(j.payload) as { attemptId: string; amount: number })
-        .filter((j) => j.attemptId === attempt.id)
-        .reduce((sum, j) => sum + j.amount, 0);
-      const refundable = attempt.captured_amount - attempt.refunded_amount - queuedAmount;
-      if (amount > refundable) {
-        throw invalid([{ field: 'amount', reason: `exceeds the refundable ${refundable} yen (captured ${attempt.captured_amount}, refunded ${attempt.refunded_amount}, queued ${queuedAmount})` }]);
-      }
+      await checkRefundable(tx, attempt, amount);
     }
     if (op.kind === 'cancel' && !['pending', 'awaiting_payment', 'authorized'].includes(attempt.state)) {
       throw new KessaiError('not_cancellable', `payment is ${attempt.state}; refund a captured payment instead`, 409);
     }
-    const jobKey = `payment.${op.kind}:${attempt.id}:${newId('op')}`;
+    const jobKey = idempotencyKey === undefined ? `payment.${op.kind}:${attempt.id}:${newId('op')}` : `payment.${op.kind}:${order.id}:key:${idempotencyKey}`;
     await enqueue(tx, { kind: `payment.${op.kind}`, payload: { attemptId: attempt.id, amount }, dedupeKey: jobKey });
-    return { jobKey };
+    return { jobKey, replayed: false };
   });
 }
 
 /**
  * The reservation's time is up. The gateway is asked first (the customer may have paid a moment
- * ago); only an order still waiting for payment afterwards expires and gives its stock back.
+ * ago), and where it can, told to stop taking the payment: a payment page left open would take
+ * money for stock given back. Only an order still waiting for payment afterwards expires and gives
+ * its stock back.
  */
 export async function expireOrder(p: Payments, orderId: string): Promise<string> {
   const order = await p.ctx.db.selectFrom('orders').selectAll().where('id', '=', orderId).executeTakeFirst();
   if (!order) return 'gone';
   if (order.state !== 'pending_payment') return order.state;
-  if (order.current_attempt_id) await readBack(p, order.current_attempt_id);
+  // Not a moment early: the customer's chance to pay cannot be given back once ended.
+  if (order.expires_at > nowIso()) return order.state;
+  const attemptId = order.current_attempt_id;
+  // A payment may have been notified and answered, but not applied yet (the inbox is behind, or
+  // applying it failed and waits for the sweep): it comes first, or a paid order would expire.
+  await applyWaiting(p.ctx, order.shop_id, (await p.ctx.db.selectFrom('payment_attempts').select('merchant_ref').where('order_id', '=', order.id).execute()).map((a) => a.merchant_ref));
+  if (attemptId) {
+    const { attempt } = await loadAttempt(p, attemptId);
+    const provider = providerFor(p, attempt.provider);
+    if (!provider.abandon) await readBack(p, attemptId);
+    else {
+      // The key is the attempt's: a rerun of this job repeats the same request.
+      const facts = await provider.abandon(await attemptContext(p, attempt, order), `kessai-expire-${attemptId}`);
+      await applyFacts(p, attempt, facts, 'readback');
+    }
+  }
   return p.ctx.db.transaction().execute(async (tx) => {
     const current = await lockOrder(p.ctx, tx, orderId);
     if (current.state !== 'pending_payment') return current.state;

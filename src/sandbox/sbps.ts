@@ -20,9 +20,11 @@ import {
   jstTimestamp,
   parseSbpsXml,
   SBPS_ERROR_ITEMS,
+  SBPS_CAPTURE_AMOUNT_METHODS,
+  SBPS_XML_API_REQUEST_IDS,
   SbpsXmlError,
   XML_API_CONFIRM_REQUEST_ID,
-  XML_API_REQUEST_IDS,
+  type XmlApiOperation,
   type XmlEntry,
 } from '../gateways/sbps/xml-api.js';
 import { escapeHtml as esc } from '../html.js';
@@ -33,8 +35,8 @@ import { luhn } from './cards.js';
  * knows SBPS's behaviour, and documented where it guesses. Mounted at /sandbox/sbps by the app.
  *
  *   POST /f01/FepBuyInfoReceive.do   the purchase request (browser form, urlencoded Shift_JIS)
- *   GET  /pay/:token                 payment page: card (test cards), convenience store, cancel
- *   POST /pay/:token/{card,webcvs,cancel}, GET|POST /pay/:token/3ds, GET /pay/:token/return
+ *   GET  /pay/:token                 payment page: card (test cards), carriers and PayPay, convenience store, cancel
+ *   POST /pay/:token/{card,wallet,webcvs,cancel}, GET|POST /pay/:token/3ds, GET /pay/:token/return
  *   POST /api/xmlapi.do              XML API: capture, refund, partial refund, cancel, inquiry
  *   GET  /  and  GET /pending        what happened; convenience-store payments waiting for money
  *   POST /api/faults, /api/deposit/:trackingId, /api/expire/:trackingId   switches for tests
@@ -48,6 +50,13 @@ import { luhn } from './cards.js';
  *   999 when no item fits): bad hash 99909025, unknown merchant 99914001, required 99903iii, length
  *   99905iii, characters 99904iii, format 99906iii, duplicate order_id 99996004, request expired
  *   99910023. Error pages answer HTTP 200, as SBPS's screens do.
+ * - The purchase request must carry every defined field, blank when unset; only detail rows may be
+ *   left out (seed 002). A missing element is refused as a required item, 99903iii (99903999 for
+ *   fields without an item code, such as sps_cust_no).
+ * - free_csv is decoded as the library builds it (Base64 of Shift_JIS, `FREE_CSV_BASE64_OF`) and
+ *   checked as the builder checks it: Base64 whose length is not a multiple of 4 or an item that is
+ *   not KEY=VALUE is 99906999, a forbidden character (, ' " % | & < >, half-width kana, outside JIS
+ *   X 0208; MAIL: A-Z a-z 0-9 @ . _ -) 99904999.
  * - Declines: 10123999 (card cannot be used), 10122999 (credit limit), 10136999 (3-D Secure failed:
  *   "other authorisation error"). The real screen may let the customer try another card; the sandbox
  *   ends the attempt with NG so the store's failure path is exercised.
@@ -66,10 +75,16 @@ import { luhn } from './cards.js';
  *   diagram orders them (notify, answer, return the browser).
  * - XML API operations are synchronous and send no result notification. Capture is 売上要求
  *   ST02-00201-101 (see xml-api.ts); ST02-00101-101 (確定要求) is refused with 10113000 because a
- *   link payment has nothing left to confirm. Inquiry answers for every method (at SBPS
- *   MG01-00101-101 is the card's) and adds `res_sandbox_info`, which SBPS does not send.
- * - Capture mode per merchant: `autoCapture` (default true) makes a card OK `captured`; false leaves
- *   it `authorized` until the XML API captures it (a capture under auto capture: 10137999, as SBPS).
+ *   link payment has nothing left to confirm. Every request id is checked against the payment's
+ *   method (`SBPS_XML_API_REQUEST_IDS`, including its UNCONFIRMED carrier inquiry ids): SBPS's
+ *   tracking ids are per method, so another method's request is answered MMM12027 (MMM from the
+ *   request id). Carriers and PayPay have one 取消返金要求 that voids or refunds in full, and their
+ *   capture takes no amount (MMM13008). The inquiry adds `res_sandbox_info`, which SBPS does not send.
+ * - Carrier billing (docomo, auone, softbank2) and PayPay are one button each: the customer agrees
+ *   and the payment is approved.
+ * - Capture mode per merchant: `autoCapture` (default true) makes a card, carrier or PayPay OK
+ *   `captured`; false leaves it `authorized` until the XML API captures it (a capture under auto
+ *   capture: 10137999, as SBPS).
  * - The fault switches and test APIs need no credentials: the sandbox is off in production.
  */
 
@@ -142,7 +157,17 @@ interface Txn {
   requestDeadline?: Date;
 }
 
-type PayChoice = 'credit' | 'webcvs';
+type WalletMethod = 'paypay' | 'docomo' | 'auone' | 'softbank2';
+type PayChoice = 'credit' | 'webcvs' | WalletMethod;
+
+/** Carrier billing and PayPay: the customer agrees on the provider's page; nothing to type. */
+const WALLETS: Record<WalletMethod, string> = {
+  paypay: 'PayPay',
+  docomo: 'ドコモ払い / docomo',
+  auone: 'au かんたん決済 / au',
+  softbank2: 'ソフトバンクまとめて支払い / SoftBank',
+};
+const isWallet = (method: string): method is WalletMethod => Object.hasOwn(WALLETS, method);
 
 interface Faults {
   notification: 'deliver' | 'drop' | 'duplicate' | 'after_return' | 'delay';
@@ -394,7 +419,7 @@ export function sbpsSandbox(opts: SbpsSandboxOptions): FastifyPluginAsync {
 
       const fields = message.fields;
       const payMethods = allowedMethods(fields.pay_method ?? '');
-      if (payMethods.length === 0) throw new SbpsScreenError('99901999', `pay_method "${fields.pay_method}" offers nothing this sandbox simulates (credit, credit3d, credit3d2, webcvs)`);
+      if (payMethods.length === 0) throw new SbpsScreenError('99901999', `pay_method "${fields.pay_method}" offers nothing this sandbox simulates (credit, credit3d, credit3d2, webcvs, ${Object.keys(WALLETS).join(', ')})`);
       const amount = Number(fields.amount);
       if (!Number.isSafeInteger(amount) || amount < 1) throw new SbpsScreenError('99906008', 'amount must be a positive number of yen');
 
@@ -499,6 +524,14 @@ ${cardError ? `<p class="error">${esc(cardError)}</p>` : ''}
       const stores = Object.entries(CVS_STORES)
         .map(([value, label]) => `<option value="${esc(value)}">${esc(label)}</option>`)
         .join('');
+      const wallets = txn.payMethods
+        .filter(isWallet)
+        .map(
+          (method) => `<form method="post" action="${esc(`${base}/wallet`)}" accept-charset="UTF-8"><input type="hidden" name="method" value="${esc(method)}">
+<p><button type="submit">${esc(WALLETS[method])} で支払う / Pay with ${esc(WALLETS[method])}</button></p></form>`,
+        )
+        .join('\n');
+      const wallet = wallets ? `<section><h2>キャリア決済・PayPay / Carrier billing and PayPay</h2>\n${wallets}\n</section>` : '';
       const webcvs = txn.payMethods.includes('webcvs')
         ? `<section><h2>コンビニ決済 / Convenience store</h2>
 <form method="post" action="${esc(`${base}/webcvs`)}" accept-charset="UTF-8">
@@ -517,6 +550,7 @@ ${warnings}
 <tr><th>金額 / Amount</th><td><strong>¥${txn.amount.toLocaleString('ja-JP')}</strong> (${txn.amount} JPY)</td></tr>
 </table>
 ${credit}
+${wallet}
 ${webcvs}
 <section><form method="post" action="${esc(`${base}/cancel`)}"><button type="submit">キャンセルしてショップに戻る / Cancel and return to the shop</button></form></section>`,
       );
@@ -528,7 +562,8 @@ ${webcvs}
       return reply.redirect(`${prefix}/pay/${txn.token}/return`, 303);
     }
 
-    async function approveCard(txn: Txn, reply: FastifyReply): Promise<FastifyReply> {
+    /** The card (or carrier, or PayPay) says yes: captured, or authorized under manual capture. */
+    async function approve(txn: Txn, reply: FastifyReply): Promise<FastifyReply> {
       const auto = txn.merchant.autoCapture !== false;
       txn.state = auto ? 'captured' : 'authorized';
       txn.capturedAmount = auto ? txn.amount : 0;
@@ -555,7 +590,7 @@ ${webcvs}
         return reply.redirect(`${prefix}/pay/${txn.token}/3ds`, 303);
       }
       if (card && typeof card.outcome === 'object') return declineCard(txn, reply, card.outcome.errCode);
-      return approveCard(txn, reply);
+      return approve(txn, reply);
     });
 
     app.get<{ Params: { token: string } }>('/pay/:token/3ds', async (request, reply) => {
@@ -581,8 +616,18 @@ ${webcvs}
       const txn = txnOf(request.params.token);
       if (!txn) return notFound(reply);
       if (txn.state !== 'challenge') return conflict(reply, txn);
-      if (formOf(request.body).get('password') === CHALLENGE_PASSWORD) return approveCard(txn, reply);
+      if (formOf(request.body).get('password') === CHALLENGE_PASSWORD) return approve(txn, reply);
       return declineCard(txn, reply, THREE_DS_FAILED);
+    });
+
+    app.post<{ Params: { token: string } }>('/pay/:token/wallet', { bodyLimit: FORM_LIMIT }, async (request, reply) => {
+      const txn = txnOf(request.params.token);
+      if (!txn) return notFound(reply);
+      const method = formOf(request.body).get('method') ?? '';
+      if (txn.state !== 'pending' || !isWallet(method) || !txn.payMethods.includes(method)) return conflict(reply, txn);
+      if (expiredOnScreen(txn)) return html(reply, errorPage('99910023', 'the time allowed by limit_second is over'));
+      txn.resPayMethod = method;
+      return approve(txn, reply);
     });
 
     app.post<{ Params: { token: string } }>('/pay/:token/webcvs', { bodyLimit: FORM_LIMIT }, async (request, reply) => {
@@ -724,7 +769,23 @@ ${auto}`,
 
     // ---- XML API ------------------------------------------------------------------------------
 
-    const OPERATIONS: ReadonlyMap<string, keyof typeof XML_API_REQUEST_IDS> = new Map(Object.entries(XML_API_REQUEST_IDS).map(([op, id]) => [id, op as keyof typeof XML_API_REQUEST_IDS]));
+    const KNOWN_REQUEST_IDS: ReadonlySet<string> = new Set(Object.values(SBPS_XML_API_REQUEST_IDS).flatMap((ids) => Object.values(ids)));
+
+    /**
+     * What `requestId` does to a payment of `payMethod`, when it is one of that method's requests. One
+     * id for both refund and cancel (carriers, PayPay) is the 取消返金要求: it voids an authorisation
+     * and refunds a sale, which is what `refund` does here.
+     */
+    function operationOf(payMethod: string, requestId: string): XmlApiOperation | undefined {
+      const ids = SBPS_XML_API_REQUEST_IDS[payMethod] ?? {};
+      const ops = (Object.keys(ids) as XmlApiOperation[]).filter((op) => ids[op] === requestId);
+      return ops.includes('refund') ? 'refund' : ops[0];
+    }
+
+    const describeIds = (payMethod: string): string =>
+      Object.entries(SBPS_XML_API_REQUEST_IDS[payMethod] ?? {})
+        .map(([op, id]) => `${op} ${id}`)
+        .join(', ') || 'none';
 
     function authenticate(header: string | undefined): SbpsSandboxMerchant | undefined {
       const match = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header ?? '');
@@ -768,8 +829,7 @@ ${auto}`,
         if (requestId === XML_API_CONFIRM_REQUEST_ID) {
           throw new XmlApiNg(`${m}13000`, 'ST02-00101-101 (確定要求) confirms an API-type authorisation; capture a link-type payment with ST02-00201-101 (売上要求)');
         }
-        const operation = OPERATIONS.get(requestId);
-        if (!operation) throw new XmlApiNg('99902000', `API request id ${requestId} is not simulated`);
+        if (!KNOWN_REQUEST_IDS.has(requestId)) throw new XmlApiNg('99902000', `API request id ${requestId} is not simulated`);
 
         const values = new Map<string, string>();
         for (const [path, value] of doc.entries) {
@@ -801,6 +861,11 @@ ${auto}`,
         if (!txn || txn.merchant !== merchant || txn.state === 'pending' || txn.state === 'challenge' || txn.state === 'customer_cancelled') {
           throw new XmlApiNg(`${m}12027`, `tracking id ${trackingId} is not a payment of this merchant`);
         }
+        // A tracking id is unique per payment method (seed 002): another method's request does not find it.
+        const operation = operationOf(txn.resPayMethod, requestId);
+        if (!operation) {
+          throw new XmlApiNg(`${m}12027`, `tracking id ${trackingId} is a ${txn.resPayMethod} payment: ${requestId} is another method's request (${describeIds(txn.resPayMethod)})`);
+        }
         const amountField = get('pay_option_manage.amount');
         if (amountField && !/^\d{1,8}$/.test(amountField)) throw new XmlApiNg(`${m}06008`, 'pay_option_manage/amount must be digits');
         const amount = amountField ? Number(amountField) : undefined;
@@ -826,13 +891,14 @@ ${auto}`,
     });
 
     /** Applies one XML API operation to the payment; returns fields to add to the OK answer. */
-    function runOperation(operation: keyof typeof XML_API_REQUEST_IDS, txn: Txn, amount: number | undefined, m: string): XmlEntry[] {
-      const isCard = txn.resPayMethod !== 'webcvs';
+    function runOperation(operation: XmlApiOperation, txn: Txn, amount: number | undefined, m: string): XmlEntry[] {
       if (operation === 'inquiry') return inquiryFields(txn);
-      if (!isCard) throw new XmlApiNg(`${m}12027`, `tracking id ${txn.trackingId} is a ${txn.resPayMethod} payment, not a card payment`);
       const remaining = txn.capturedAmount - txn.refundedAmount;
       switch (operation) {
         case 'commit':
+          if (amount !== undefined && !SBPS_CAPTURE_AMOUNT_METHODS.has(txn.resPayMethod)) {
+            throw new XmlApiNg(`${m}13008`, `pay_option_manage/amount is taken on a card's capture only: a ${txn.resPayMethod} authorisation is captured in full`);
+          }
           if (txn.state === 'authorized') {
             if (amount !== undefined && amount > txn.amount) throw new XmlApiNg(`${m}79008`, `capture of ${amount} exceeds the authorised ${txn.amount}`);
             txn.capturedAmount = amount ?? txn.amount;
@@ -959,10 +1025,11 @@ ${rows || '<tr><td colspan="7">入金待ちはありません / Nothing is waiti
 /** The pay_method list narrowed to what the sandbox simulates; empty means every method. */
 function allowedMethods(payMethod: string): PayChoice[] {
   const asked = payMethod.split(',').map((s) => s.trim()).filter(Boolean);
-  if (asked.length === 0) return ['credit', 'webcvs'];
+  if (asked.length === 0) return ['credit', 'webcvs', ...(Object.keys(WALLETS) as WalletMethod[])];
   const out: PayChoice[] = [];
   if (asked.some((m) => CREDIT_METHODS.has(m))) out.push('credit');
   if (asked.includes('webcvs')) out.push('webcvs');
+  for (const m of asked) if (isWallet(m) && !out.includes(m)) out.push(m);
   return out;
 }
 

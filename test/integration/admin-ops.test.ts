@@ -1,15 +1,18 @@
 /**
  * What an operator and a developer integrating kessai see: health and readiness probes, metrics,
- * the OpenAPI document, the admin API (orders, operator events, dead jobs) — and that no secret
+ * the OpenAPI document, the admin API (orders, operator events, money requests, dead jobs) — and that no secret
  * ever comes back in a response.
  */
 import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
 import { after, before, it } from 'node:test';
 import { sandboxSecret } from '../../src/commerce/shops.js';
+import { StopRetrying } from '../../src/errors.js';
 import { enqueue } from '../../src/jobs/outbox.js';
+import { beginOperation, finishOperation, PaymentBusy } from '../../src/payments/operations.js';
 import { forEachEngine } from '../helpers/db.js';
-import { ADMIN_TOKEN, notificationsApplied, startStore, type TestStore } from '../helpers/store.js';
+import { eventually } from '../helpers/eventually.js';
+import { ADMIN_TOKEN, notificationsApplied, onlyAttempt, startStore, type TestStore } from '../helpers/store.js';
 
 interface ErrorBody {
   error: { code: string; message: string; problems: { field: string; reason: string }[] };
@@ -53,12 +56,19 @@ async function payByCard(store: TestStore, order: Placed): Promise<void> {
   assert.equal(view.order.state, 'paid');
 }
 
-async function admin(store: TestStore, method: string, path: string, body?: unknown, token: string | null = ADMIN_TOKEN): Promise<Response> {
+async function admin(store: TestStore, method: string, path: string, body?: unknown, token: string | null = ADMIN_TOKEN, headers: Record<string, string> = {}): Promise<Response> {
   return fetch(`${store.url}/api/admin${path}`, {
     method,
-    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body ? { 'content-type': 'application/json' } : {}) },
+    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body ? { 'content-type': 'application/json' } : {}), ...headers },
     body: body ? JSON.stringify(body) : undefined,
   });
+}
+
+/** An operator's POST, its answer read as JSON. */
+async function post(store: TestStore, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; json: unknown; text: string }> {
+  const res = await admin(store, 'POST', path, body, ADMIN_TOKEN, headers);
+  const text = await res.text();
+  return { status: res.status, json: JSON.parse(text) as unknown, text };
 }
 
 async function adminJson<T>(store: TestStore, method: string, path: string, body?: unknown): Promise<{ status: number; body: T; text: string }> {
@@ -66,6 +76,8 @@ async function adminJson<T>(store: TestStore, method: string, path: string, body
   const text = await res.text();
   return { status: res.status, body: JSON.parse(text) as T, text };
 }
+
+const refundJobs = (store: TestStore) => store.rt.ctx.db.selectFrom('jobs').select(['id', 'state', 'payload', 'dedupe_key']).where('kind', '=', 'payment.refund').execute();
 
 forEachEngine('operations and admin API', (engine) => {
   let store: TestStore;
@@ -269,5 +281,105 @@ forEachEngine('operations and admin API', (engine) => {
     for (const [what, text] of seen) {
       for (const secret of secrets) assert.ok(!text.includes(secret), `${what} does not contain a secret (${secret.slice(0, 4)}…)`);
     }
+  });
+
+  // An operator's money requests (capture, refund, cancel) and the jobs that carry them out: a request
+  // sent twice queues one job, no path queues more refund than was captured, and the jobs of one
+  // payment run one at a time without repeating what an earlier run of theirs already did.
+  it('a refund sent again with the same Idempotency-Key queues one job; the key with another amount is refused', async () => {
+    const order = await placeOrder(store, [{ sku: 'demo-serial', quantity: 1 }]);
+    await payByCard(store, order);
+    const key = { 'idempotency-key': `refund-${order.number}` };
+    const first = await post(store, `/orders/${order.number}/refund`, { amount: 300 }, key);
+    assert.equal(first.status, 202, first.text);
+    const again = await post(store, `/orders/${order.number}/refund`, { amount: 300 }, key);
+    assert.equal(again.status, 202, again.text);
+    assert.deepEqual(again.json, { ...(first.json as object), replayed: true });
+    assert.equal((first.json as { replayed: boolean }).replayed, false);
+
+    const other = await post(store, `/orders/${order.number}/refund`, { amount: 200 }, key);
+    assert.equal(other.status, 409, other.text);
+    assert.equal((other.json as ErrorBody).error.code, 'idempotency_key_reused');
+    assert.match((other.json as ErrorBody).error.message, /300 yen/);
+
+    const bad = await post(store, `/orders/${order.number}/refund`, { amount: 300 }, { 'idempotency-key': 'two words' });
+    assert.equal(bad.status, 400, bad.text);
+    assert.deepEqual((bad.json as ErrorBody).error.problems.map((p) => p.field), ['Idempotency-Key']);
+
+    const mine = (await refundJobs(store)).filter((j) => j.dedupe_key?.includes(order.orderId));
+    assert.equal(mine.length, 1, 'one refund queued for the two requests');
+
+    store.startWorker();
+    await eventually(async () => assert.equal((await onlyAttempt(store, order.orderId)).refunded_amount, 300), 10_000);
+    // Sent again once the job is done, the request still answers that job and refunds nothing more.
+    const late = await post(store, `/orders/${order.number}/refund`, { amount: 300 }, key);
+    assert.equal(late.status, 202, late.text);
+    assert.equal((late.json as { replayed: boolean }).replayed, true);
+    assert.equal((await onlyAttempt(store, order.orderId)).refunded_amount, 300);
+  });
+
+  it('a dead refund job run again must still fit what is refundable', async () => {
+    const order = await placeOrder(store, [{ sku: 'demo-serial', quantity: 1 }]);
+    await payByCard(store, order);
+    const attempt = await onlyAttempt(store, order.orderId);
+    const db = store.rt.ctx.db;
+    // A refund of 1,000 yen that died; the operator then asked for another 1,000 yen instead.
+    await enqueue(db, { kind: 'payment.refund', payload: { attemptId: attempt.id, amount: 1000 }, dedupeKey: `dead-refund-${order.number}` });
+    const dead = await db.selectFrom('jobs').select('id').where('dedupe_key', '=', `dead-refund-${order.number}`).executeTakeFirstOrThrow();
+    // run_at far ahead: the worker (started by an earlier test) leaves it alone until it is dead.
+    await db.updateTable('jobs').set({ state: 'dead', run_at: '2999-01-01T00:00:00.000Z' }).where('id', '=', dead.id).execute();
+    const instead = await post(store, `/orders/${order.number}/refund`, { amount: 1000 });
+    assert.equal(instead.status, 202, instead.text);
+
+    const retried = await post(store, `/jobs/${dead.id}/retry`);
+    assert.equal(retried.status, 409, retried.text);
+    assert.equal((retried.json as ErrorBody).error.code, 'not_refundable');
+    assert.match((retried.json as ErrorBody).error.message, new RegExp(`would refund 1000 yen, more than the refundable ${attempt.captured_amount - 1000} yen`));
+    assert.equal((await db.selectFrom('jobs').select('state').where('id', '=', dead.id).executeTakeFirstOrThrow()).state, 'dead');
+    await eventually(async () => assert.equal((await onlyAttempt(store, order.orderId)).refunded_amount, 1000), 10_000);
+  });
+
+  it('an order edit does not queue a refund beyond what is refundable', async () => {
+    const order = await placeOrder(store, [{ sku: 'demo-cd', quantity: 2 }], true);
+    await payByCard(store, order);
+    const attempt = await onlyAttempt(store, order.orderId);
+    // Everything but 100 yen is already on its way back (queued, not yet run).
+    await enqueue(store.rt.ctx.db, { kind: 'payment.refund', payload: { attemptId: attempt.id, amount: attempt.captured_amount - 100 }, runAt: new Date('2999-01-01T00:00:00Z') });
+    const edit = await post(store, `/orders/${order.number}/edit`, { lines: [{ sku: 'demo-cd', quantity: 1 }] });
+    assert.equal(edit.status, 409, edit.text);
+    assert.equal((edit.json as ErrorBody).error.code, 'not_refundable');
+    assert.match((edit.json as ErrorBody).error.message, /lowers the total by \d+ yen, more than the refundable 100 yen/);
+    const lines = await store.rt.ctx.db.selectFrom('order_lines').select('quantity').where('order_id', '=', order.orderId).execute();
+    assert.deepEqual(lines.map((l) => l.quantity), [2], 'the edit changed nothing');
+  });
+
+  it('one operation at a time per payment; a repeated run does nothing done and never resends an unverifiable call', async () => {
+    const order = await placeOrder(store, [{ sku: 'demo-serial', quantity: 1 }]);
+    await payByCard(store, order);
+    const attempt = await onlyAttempt(store, order.orderId);
+    const { ctx } = store.rt;
+    const job = async (key: string) => {
+      await enqueue(ctx.db, { kind: 'payment.refund', payload: { attemptId: attempt.id, amount: 0 }, dedupeKey: key, runAt: new Date('2999-01-01T00:00:00Z') });
+      return (await ctx.db.selectFrom('jobs').select('id').where('dedupe_key', '=', key).executeTakeFirstOrThrow()).id;
+    };
+    const first = await job(`op-a-${order.number}`);
+    const second = await job(`op-b-${order.number}`);
+
+    const run = await beginOperation(ctx, first, attempt.id, 'refund', 100);
+    assert.ok(run);
+    await assert.rejects(beginOperation(ctx, second, attempt.id, 'refund', 100), (e: unknown) => e instanceof PaymentBusy && e.message.includes(first));
+
+    // The first job's run sends a call SBPS could not be asked about, then its worker dies.
+    await run.sending();
+    const rerun = await beginOperation(ctx, first, attempt.id, 'refund', 100);
+    assert.ok(rerun, 'a rerun of the same job may go on (a checkable step may still be needed)');
+    await assert.rejects(rerun.sending(), (e: unknown) => e instanceof StopRetrying && /already sent this refund of 100 yen/.test(e.message));
+
+    // Once the first job is dead (a person was alerted), the payment is free for the next one.
+    await ctx.db.updateTable('jobs').set({ state: 'dead' }).where('id', '=', first).execute();
+    const next = await beginOperation(ctx, second, attempt.id, 'refund', 100);
+    assert.ok(next);
+    await finishOperation(ctx, second);
+    assert.equal(await beginOperation(ctx, second, attempt.id, 'refund', 100), undefined, 'a job whose operation is done does nothing again');
   });
 });

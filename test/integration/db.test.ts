@@ -10,7 +10,7 @@ import { ENGINES, forEachEngine, testDatabase, useTestDatabase, type Engine } fr
 const ALL_MIGRATIONS = Object.keys(migrations);
 const TABLES = [
   'account_tokens', 'alerts', 'chart_runs', 'customer_links', 'customer_sessions', 'customers', 'inquiries', 'job_runs', 'jobs', 'mail_log', 'order_addresses', 'order_lines', 'orders',
-  'payment_attempts', 'payment_events', 'products', 'rate_limits', 'reservations', 'serial_code_batches', 'serial_code_specs', 'serial_codes',
+  'payment_attempts', 'payment_events', 'payment_operations', 'products', 'rate_limits', 'reservations', 'serial_code_batches', 'serial_code_specs', 'serial_codes',
   'shops', 'skus', 'state_changes', 'subscription_orders', 'subscriptions', 'tickets',
 ];
 const NOW = '2026-11-23T10:00:00.000Z';

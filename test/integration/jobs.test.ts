@@ -165,7 +165,7 @@ forEachEngine('jobs', (engine) => {
 
       // The operator fixes the cause and retries.
       healthy = true;
-      assert.equal(await retryJob(db, dead.id), true);
+      assert.equal(await retryJob(ctx, dead.id), true);
       const revived = await onlyJob(db);
       assert.equal(revived.state, 'pending');
       assert.equal(revived.attempts, 3, 'attempts are kept');
@@ -173,8 +173,8 @@ forEachEngine('jobs', (engine) => {
       const done = await onlyJob(db);
       assert.equal(done.state, 'done');
       assert.equal(done.attempts, 4);
-      assert.equal(await retryJob(db, dead.id), false, 'a done job is not retried');
-      assert.equal(await retryJob(db, 'job_missing'), false);
+      assert.equal(await retryJob(ctx, dead.id), false, 'a done job is not retried');
+      assert.equal(await retryJob(ctx, 'job_missing'), false);
 
       assert.equal(await resolveAlert(db, alerts[0]!.id), true);
       assert.equal(await resolveAlert(db, alerts[0]!.id), false, 'already resolved');
@@ -194,6 +194,34 @@ forEachEngine('jobs', (engine) => {
       assert.equal(job.state, 'dead');
       assert.match(job.last_error ?? '', /no handler for job kind "billboard\.upload"/);
       assert.equal((await listAlerts(db, { open: true })).length, 1);
+    }));
+
+  it('a job whose runs keep ending without an outcome (the worker dies) is dead-lettered with an alert, not run for ever', () =>
+    withDatabase(engine, async ({ handle: { db } }, ctx) => {
+      let runs = 0;
+      const registry = new JobRegistry().register({
+        kind: 'oricon.upload',
+        async run() {
+          runs += 1;
+        },
+      });
+      const dispatcher = new Dispatcher(ctx, registry, { backoffBaseMs: 1, backoffCapMs: 1 });
+      await enqueue(db, { kind: 'oricon.upload', payload: {} });
+      // Each of its runs so far was claimed and lost with its worker: still `running`, the lock expired.
+      await db.updateTable('jobs').set({ state: 'running', attempts: ctx.config.jobMaxAttempts, locked_by: 'a-dead-worker', locked_until: '2000-01-01T00:00:00.000Z' }).execute();
+      assert.equal(await dispatcher.runOnce(), 1, 'claimed once more after the last lost run');
+      assert.equal(runs, 0, 'the handler is not run again');
+      const job = await onlyJob(db);
+      assert.equal(job.state, 'dead');
+      assert.match(job.last_error ?? '', /ended without an outcome \(its worker died or hung\)/);
+      const alerts = await listAlerts(db, { open: true });
+      assert.deepEqual(alerts.map((a) => [a.kind, a.ref]), [['job_dead', job.id]]);
+
+      // The operator runs it again: a claim from `pending` starts the count again, and it runs.
+      assert.equal(await retryJob(ctx, job.id), true);
+      assert.equal(await dispatcher.runOnce(), 1);
+      assert.equal(runs, 1);
+      assert.equal((await onlyJob(db)).state, 'done');
     }));
 
   it('a run that exceeds its timeout is aborted, failed and retried', () =>

@@ -12,6 +12,7 @@ import { after, afterEach, before, it } from 'node:test';
 import { createProduct } from '../../src/commerce/catalog.js';
 import { komojuSandboxKeys, setShopSettings } from '../../src/commerce/shops.js';
 import { computeKomojuSignature, komojuApi, type KomojuPayment, type KomojuSession } from '../../src/gateways/komoju/index.js';
+import { readBack } from '../../src/payments/service.js';
 import { forEachEngine } from '../helpers/db.js';
 import { eventually } from '../helpers/eventually.js';
 import { readMails } from '../helpers/mail.js';
@@ -126,12 +127,52 @@ async function webhooksDelivered(store: TestStore, orderId: string, index = 0): 
   return eventually(async () => {
     const { payment } = await atKomoju(store, orderId, index);
     assert.ok(payment, 'KOMOJU has a payment');
-    const res = await fetch(`${sim(store)}/api/payments/${payment.id}/webhooks`);
+    return deliveredFor(store, payment.id);
+  }, 10_000);
+}
+
+/** The types of the events KOMOJU sent about one payment, once every one was delivered. */
+async function deliveredFor(store: TestStore, paymentId: string): Promise<string[]> {
+  return eventually(async () => {
+    const res = await fetch(`${sim(store)}/api/payments/${paymentId}/webhooks`);
     const { data } = (await res.json()) as { data: { type: string; deliveries: { status: string }[] }[] };
     assert.ok(data.length > 0, 'an event was sent');
     for (const e of data) assert.ok(e.deliveries.length > 0 && e.deliveries.every((d) => d.status === 'delivered'), `${e.type}: ${JSON.stringify(e.deliveries)}`);
     return data.map((e) => e.type);
   }, 10_000);
+}
+
+/**
+ * Waits until every read-back of the attempt that notifications asked for has run. A notification
+ * queues its read-back before it is answered, so after deliveredFor() nothing more is coming.
+ */
+async function readBacksDone(store: TestStore, attemptId: string): Promise<void> {
+  await eventually(async () => {
+    const jobs = await store.rt.ctx.db.selectFrom('jobs').select(['state', 'payload']).where('kind', '=', 'payment.readback').execute();
+    const mine = jobs.filter((j) => (JSON.parse(j.payload) as { attemptId?: string }).attemptId === attemptId);
+    assert.ok(mine.every((j) => j.state === 'done'), `read-backs of ${attemptId}: ${mine.map((j) => j.state).join(', ')}`);
+  }, 10_000);
+}
+
+/** The order's reservation runs out now: its expiry job (queued at checkout for that moment) comes due and runs. */
+async function reservationRunsOut(store: TestStore, orderId: string): Promise<void> {
+  const past = new Date(Date.now() - 1000).toISOString();
+  await store.rt.ctx.db.updateTable('orders').set({ expires_at: past }).where('id', '=', orderId).execute();
+  const moved = await store.rt.ctx.db.updateTable('jobs').set({ run_at: past }).where('dedupe_key', '=', `order.expire:${orderId}`).where('state', '=', 'pending').executeTakeFirst();
+  assert.equal(Number(moved.numUpdatedRows), 1, 'the expiry job was waiting');
+  await eventually(async () => {
+    const job = await store.rt.ctx.db.selectFrom('jobs').select(['state', 'last_error']).where('dedupe_key', '=', `order.expire:${orderId}`).executeTakeFirstOrThrow();
+    assert.equal(job.state, 'done', job.last_error ?? '');
+  }, 10_000);
+}
+
+async function alertsOf(store: TestStore, orderId: string) {
+  return store.rt.ctx.db.selectFrom('alerts').select(['kind', 'message']).where('ref', '=', orderId).execute();
+}
+
+async function ticketStates(store: TestStore, orderId: string): Promise<string[]> {
+  const rows = await store.rt.ctx.db.selectFrom('tickets').select('state').where('order_id', '=', orderId).orderBy('serial').execute();
+  return rows.map((r) => r.state);
 }
 
 async function events(store: TestStore, orderId: string) {
@@ -253,8 +294,13 @@ forEachEngine('KOMOJU through the store', (engine) => {
     assert.equal((await view(store, order.token)).state, 'awaiting_payment');
     const { payment } = await atKomoju(store, order.orderId);
     assert.equal((await fetch(`${sim(store)}/api/payments/${payment!.id}/expire`, { method: 'POST' })).status, 200);
-    await eventually(async () => assert.equal((await view(store, order.token)).state, 'expired'));
+    // The webhook asks for a read-back; the session's own payment is the one that expired.
+    assert.deepEqual(await deliveredFor(store, payment!.id), ['payment.authorized', 'payment.expired']);
+    await readBacksDone(store, (await onlyAttempt(store, order.orderId)).id);
+    await notificationsApplied(store);
+    assert.equal((await view(store, order.token)).state, 'expired');
     assert.deepEqual(await sku(store, code), { on_hand: 3, reserved: 0 });
+    assert.deepEqual(await alertsOf(store, order.orderId), []);
   });
 
   it('duplicated and reordered webhooks change the order once', async () => {
@@ -357,10 +403,83 @@ forEachEngine('KOMOJU through the store', (engine) => {
     const { payment: stale } = await atKomoju(store, order.orderId, 0);
     await eventually(async () => assert.equal((await atKomoju(store, order.orderId, 0)).payment?.status, 'cancelled'));
     assert.ok(stale, 'the first session has its declined payment');
-    await eventually(async () => assert.ok((await events(store, order.orderId)).some((e) => e.event_key === `${stale.id}:cancelled`), 'the stale cancel arrived'));
+    assert.deepEqual(await deliveredFor(store, stale.id), ['payment.failed', 'payment.cancelled'], 'the stale cancel arrived');
+    // It is not applied as it stands: the first attempt is read back, and its session is still open.
+    await readBacksDone(store, (await attempts(store, order.orderId))[0]!.id);
     await notificationsApplied(store);
     assert.equal((await view(store, order.token)).state, 'paid');
     assert.deepEqual(await sku(store, code), { on_hand: 2, reserved: 0 });
+    assert.deepEqual(await alertsOf(store, order.orderId), []);
+  });
+
+  it('a declined try of the session that KOMOJU later expires or cancels leaves the order paid by the next card', async () => {
+    const code = await product(store, 4, 2600);
+    const order = await placeOrder(store, code, 2);
+    // Two declined cards (each stays a pending payment at KOMOJU), then a good one in the same session.
+    for (let i = 0; i < 2; i++) assert.equal((await submit(`${order.sessionUrl}/pay/credit_card`, card(CARD_DECLINED))).status, 200);
+    await comeBack(store, await payByCard(order.sessionUrl), order.token);
+    assert.equal((await view(store, order.token)).state, 'paid');
+    assert.deepEqual(await ticketStates(store, order.orderId), ['issued', 'issued']);
+
+    const attempt = await onlyAttempt(store, order.orderId);
+    const all = await api(store).request<{ data: KomojuPayment[] }>('GET', `/payments?external_order_num=${encodeURIComponent(attempt.merchant_ref)}`);
+    const declined = all.data.filter((p) => p.status === 'pending');
+    assert.equal(declined.length, 2, 'both declined tries are still pending, under the attempt\'s external_order_num');
+    // Long after, KOMOJU lets one of them expire and cancels the other (each sends its webhook).
+    assert.equal((await fetch(`${sim(store)}/api/payments/${declined[0]!.id}/expire`, { method: 'POST' })).status, 200);
+    assert.equal((await api(store).payments.cancel(declined[1]!.id, { idempotencyKey: `test-cancel-${declined[1]!.id}` })).status, 'cancelled');
+    assert.deepEqual(await deliveredFor(store, declined[0]!.id), ['payment.failed', 'payment.expired']);
+    assert.deepEqual(await deliveredFor(store, declined[1]!.id), ['payment.failed', 'payment.cancelled']);
+    await readBacksDone(store, attempt.id);
+    await notificationsApplied(store);
+
+    assert.equal((await view(store, order.token)).state, 'paid');
+    assert.equal((await onlyAttempt(store, order.orderId)).state, 'captured');
+    assert.deepEqual(await alertsOf(store, order.orderId), [], 'no order_on_hold alert');
+    assert.deepEqual(await ticketStates(store, order.orderId), ['issued', 'issued'], 'the tickets still admit');
+    assert.deepEqual(await sku(store, code), { on_hand: 2, reserved: 0 });
+    assert.deepEqual((await events(store, order.orderId)).filter((e) => e.fact_type === 'expired' || e.fact_type === 'cancelled'), [], 'no ending of the paid attempt was recorded');
+  });
+
+  it('an order whose reservation runs out ends its KOMOJU session: the customer can no longer pay; stock back', async () => {
+    const code = await product(store, 3, 1800);
+    const order = await placeOrder(store, code, 2);
+    assert.deepEqual(await sku(store, code), { on_hand: 3, reserved: 2 });
+    await reservationRunsOut(store, order.orderId);
+
+    assert.equal((await view(store, order.token)).state, 'expired');
+    assert.deepEqual(await sku(store, code), { on_hand: 3, reserved: 0 });
+    const attempt = await onlyAttempt(store, order.orderId);
+    assert.equal(attempt.state, 'expired');
+    assert.equal((await atKomoju(store, order.orderId)).session.status, 'cancelled', 'the session is ended at KOMOJU');
+    // The hosted page the customer still has open takes neither a card nor a konbini slip.
+    assert.equal((await submit(`${order.sessionUrl}/pay/credit_card`, card(CARD_OK))).status, 409);
+    assert.equal((await submit(`${order.sessionUrl}/pay/konbini`, { store: 'lawson' })).status, 409);
+    assert.equal((await atKomoju(store, order.orderId)).payment, undefined, 'no payment was made');
+
+    // Reconciliation reads the attempt back later: the cancelled session is old news, not a conflict.
+    const later = await readBack(store.rt.payments, attempt.id);
+    assert.deepEqual(later.map((r) => r.outcome), ['duplicate']);
+    assert.equal((await view(store, order.token)).state, 'expired');
+    assert.deepEqual(await alertsOf(store, order.orderId), []);
+    const cancelMails = await store.rt.ctx.db.selectFrom('jobs').select('payload').where('kind', '=', 'mail.send').execute();
+    assert.equal(cancelMails.filter((m) => m.payload.includes(order.orderId) && m.payload.includes('order_cancelled')).length, 0, 'expired, not cancelled');
+  });
+
+  it('a session paid just before the reservation runs out (its webhook and return lost) ends paid, not expired', async () => {
+    const code = await product(store, 3, 2100);
+    const order = await placeOrder(store, code);
+    await faults(store, { dropWebhooks: true, noReturn: true });
+    assert.equal((await submit(`${order.sessionUrl}/pay/credit_card`, card(CARD_OK))).status, 200);
+    assert.equal((await view(store, order.token)).state, 'pending_payment', 'the store has not heard of the payment');
+    await reservationRunsOut(store, order.orderId);
+
+    assert.equal((await view(store, order.token)).state, 'paid');
+    assert.equal((await atKomoju(store, order.orderId)).session.status, 'completed', 'a paid session is not cancelled');
+    assert.deepEqual(await sku(store, code), { on_hand: 2, reserved: 0 });
+    assert.deepEqual(await ticketStates(store, order.orderId), ['issued']);
+    const states = await store.rt.ctx.db.selectFrom('state_changes').select('to_state').where('entity_id', '=', order.orderId).execute();
+    assert.ok(!states.some((c) => c.to_state === 'expired'), 'never expired on the way');
   });
 
   it('operator refunds: partial keeps the payment captured at KOMOJU, the rest makes it refunded; each counted once', async () => {

@@ -16,7 +16,7 @@ import { createOrder } from '../../src/commerce/orders.js';
 import { sandboxSecret } from '../../src/commerce/shops.js';
 import type { PaymentAttempt } from '../../src/db/schema.js';
 import { enqueue } from '../../src/jobs/outbox.js';
-import { applyFact, applyRecorded, eventRow } from '../../src/payments/apply-fact.js';
+import { applyFact, applyRecorded, applyRecordedBatch, eventRow } from '../../src/payments/apply-fact.js';
 import { sweepInbox } from '../../src/payments/inbox.js';
 import type { GatewayFact } from '../../src/payments/provider.js';
 import { forEachEngine } from '../helpers/db.js';
@@ -56,6 +56,11 @@ function capturedWebhook(store: TestStore, merchantRef: string, amount: number, 
 /** The same news as a fact, as the testpay provider makes it from that webhook. */
 function capturedFact(merchantRef: string, amount: number, eventKey: string): GatewayFact {
   return { eventKey, merchantRef, gatewayRef: 'tp_test', fact: { type: 'captured', amount }, payload: { test: true } };
+}
+
+/** A refund of part of that payment, as a gateway states it right after the capture (KOMOJU's payment.refund.created). */
+function refundedFact(merchantRef: string, amount: number, eventKey: string): GatewayFact {
+  return { eventKey, merchantRef, gatewayRef: 'tp_test', fact: { type: 'refunded', amount, refundId: `rf_${eventKey}` }, payload: { test: true } };
 }
 
 async function deliver(store: TestStore, hook: { body: string; headers: Record<string, string> }): Promise<Response> {
@@ -172,6 +177,30 @@ forEachEngine('notification inbox (record, answer, apply)', (engine) => {
     const outcomes = await ctx.db.selectFrom('payment_events').select('outcome').where('id', 'in', rows.map((r) => r.id)).execute();
     assert.deepEqual(outcomes.map((o) => o.outcome), Array(rows.length).fill('applied'));
     assert.equal((await ctx.db.selectFrom('payment_events').select('id').where('event_key', 'in', rows.map((r) => r.event_key)).execute()).length, rows.length, 'no second row for any key');
+  });
+
+  it('a capture and its refund recorded together are applied in that order: the refund never conflicts as if nothing was captured', async () => {
+    const { ctx } = store.rt;
+    const bought = await Promise.all(Array.from({ length: 8 }, () => buy(store)));
+    // One webhook, two facts (KOMOJU states the capture with the refund), for each of a few payments.
+    const rows = bought.flatMap((b) => {
+      const key = `evt_refund_${randomBytes(6).toString('hex')}`;
+      return [
+        eventRow('default', 'testpay', capturedFact(b.attempt.merchant_ref, b.attempt.amount, `${key}:captured`), 'notification'),
+        eventRow('default', 'testpay', refundedFact(b.attempt.merchant_ref, 500, `${key}:refunded`), 'notification'),
+      ];
+    });
+    await ctx.db.insertInto('payment_events').values(rows).execute();
+
+    const done = await applyRecordedBatch(ctx, rows.map((r) => r.id));
+    assert.deepEqual(done.failed, []);
+    const outcomes = await ctx.db.selectFrom('payment_events').select(['fact_type', 'outcome', 'note']).where('id', 'in', rows.map((r) => r.id)).execute();
+    assert.deepEqual(outcomes.filter((o) => o.outcome !== 'applied'), [], 'every fact applied, none a conflict');
+    for (const b of bought) {
+      assert.equal(await orderState(store, b.orderId), 'partially_refunded', 'refunded in part, not on hold');
+      const attempt = await ctx.db.selectFrom('payment_attempts').select(['state', 'captured_amount', 'refunded_amount']).where('id', '=', b.attempt.id).executeTakeFirstOrThrow();
+      assert.deepEqual(attempt, { state: 'partially_refunded', captured_amount: b.attempt.amount, refunded_amount: 500 });
+    }
   });
 
   it('a read-back that finds the same news still recorded applies it now and reports it applied, not "duplicate"', async () => {

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { createProduct } from '../../src/commerce/catalog.js';
+import { eventRow } from '../../src/payments/apply-fact.js';
 import { sandboxSecret, setShopSettings } from '../../src/commerce/shops.js';
 import { eventually } from '../helpers/eventually.js';
 import { forEachEngine } from '../helpers/db.js';
@@ -637,6 +638,26 @@ forEachEngine('reservation expiry', (engine) => {
       const states = await store.rt.ctx.db.selectFrom('state_changes').select('to_state').where('entity_id', '=', order.orderId).execute();
       assert.ok(!states.some((s) => s.to_state === 'expired'), 'never expired on the way');
       assert.equal((await mailJobs(store, order.orderId, 'order_paid')).length, 1);
+    });
+
+    it('a payment notification answered but not applied yet when it expires pays it first: never expired', async () => {
+      const code = await product(store, 5, 1000);
+      const order = await placeOrder(store, [{ sku: code, quantity: 2 }]);
+      const attempt = await onlyAttempt(store, order.orderId);
+      // The gateway's notification was verified, recorded and answered; the inbox has not applied it
+      // (behind a burst, or its first try failed and it waits for the sweep).
+      const fact = { merchantRef: attempt.merchant_ref, eventKey: `${attempt.merchant_ref}:captured`, fact: { type: 'captured' as const, amount: attempt.amount }, payload: {} };
+      await store.rt.ctx.db.insertInto('payment_events').values(eventRow('default', 'testpay', fact, 'notification')).execute();
+
+      store.startWorker();
+      await eventually(async () => {
+        const jobs = await jobsOfKind(store, 'order.expire');
+        assert.equal(jobs.find((j) => (JSON.parse(j.payload) as { orderId: string }).orderId === order.orderId)?.state, 'done');
+      }, 8000);
+      assert.equal(await stateOf(store, order.token), 'paid');
+      assert.deepEqual(await sku(store, code), { on_hand: 3, reserved: 0 });
+      const states = await store.rt.ctx.db.selectFrom('state_changes').select('to_state').where('entity_id', '=', order.orderId).execute();
+      assert.ok(!states.some((s) => s.to_state === 'expired'), 'never expired on the way');
     });
   });
 });

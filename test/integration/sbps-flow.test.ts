@@ -145,13 +145,14 @@ async function press(html: string, pageUrl: URL, suffix: string, form: Record<st
   return new URL(res.headers.get('location')!, pageUrl);
 }
 
-type Choice = { card: string; password?: string } | { webcvs: string } | { cancel: true };
+type Choice = { card: string; password?: string } | { webcvs: string } | { wallet: string } | { cancel: true };
 
 /** Everything the customer does on SBPS's screens; answers the return page SBPS sends the browser to. */
 async function payAtSbps(form: FormAction, choice: Choice): Promise<URL> {
   const screen = await openPaymentScreen(form);
   if ('cancel' in choice) return press(screen.html, screen.url, 'cancel');
   if ('webcvs' in choice) return press(screen.html, screen.url, 'webcvs', { store: choice.webcvs });
+  if ('wallet' in choice) return press(screen.html, screen.url, 'wallet', { method: choice.wallet });
   let next = await press(screen.html, screen.url, 'card', { cc_number: choice.card });
   if (next.pathname.endsWith('/3ds')) {
     const challenge = await (await fetch(next)).text();
@@ -689,13 +690,13 @@ forEachEngine('SBPS link type through the store', (engine) => {
     await eventually(async () => assert.equal((await view(store, order.token)).state, 'paid'));
     const trackingId = (await onlyAttempt(store, order.orderId)).gateway_ref!;
     const api = sbpsApi(store.rt.ctx.config, sim);
-    assert.deepEqual(Object.values(pick(await api.inquiry({ trackingId }))), ['captured', 6800, 0]);
+    assert.deepEqual(Object.values(pick(await api.inquiry({ payMethod: 'credit', trackingId }))), ['captured', 6800, 0]);
 
     const partial = await admin(store, 'POST', `/orders/${order.orderId}/refund`, { amount: 300 });
     assert.equal(partial.status, 202, await partial.text());
     await eventually(async () => assert.equal((await view(store, order.token)).state, 'partially_refunded'), 10_000);
     assert.equal((await onlyAttempt(store, order.orderId)).refunded_amount, 300);
-    assert.deepEqual(pick(await api.inquiry({ trackingId })), { status: 'partially_refunded', capturedAmount: 6800, refundedAmount: 300 });
+    assert.deepEqual(pick(await api.inquiry({ payMethod: 'credit', trackingId })), { status: 'partially_refunded', capturedAmount: 6800, refundedAmount: 300 });
 
     const tooMuch = await admin(store, 'POST', `/orders/${order.orderId}/refund`, { amount: 6501 });
     assert.equal(tooMuch.status, 400);
@@ -706,7 +707,7 @@ forEachEngine('SBPS link type through the store', (engine) => {
     const attempt = await onlyAttempt(store, order.orderId);
     assert.equal(attempt.state, 'refunded');
     assert.equal(attempt.refunded_amount, 6800, 'each refund counted once');
-    assert.deepEqual(pick(await api.inquiry({ trackingId })), { status: 'refunded', capturedAmount: 6800, refundedAmount: 6800 });
+    assert.deepEqual(pick(await api.inquiry({ payMethod: 'credit', trackingId })), { status: 'refunded', capturedAmount: 6800, refundedAmount: 6800 });
     const jobs = await store.rt.ctx.db.selectFrom('jobs').select(['state', 'payload']).where('kind', '=', 'payment.refund').execute();
     const mine = jobs.filter((j) => (JSON.parse(j.payload) as { attemptId: string }).attemptId === attempt.id);
     assert.deepEqual(mine.map((j) => j.state), ['done', 'done']);
@@ -723,8 +724,60 @@ forEachEngine('SBPS link type through the store', (engine) => {
     await eventually(async () => assert.equal((await view(store, order.token)).state, 'refunded'), 10_000);
     const attempt = await onlyAttempt(store, order.orderId);
     assert.deepEqual([attempt.state, attempt.refunded_amount], ['refunded', 4400]);
-    const atSbps = await sbpsApi(store.rt.ctx.config, sim).inquiry({ trackingId: attempt.gateway_ref! });
+    const atSbps = await sbpsApi(store.rt.ctx.config, sim).inquiry({ payMethod: 'credit', trackingId: attempt.gateway_ref! });
     assert.deepEqual([atSbps.status, atSbps.paymentStatus, atSbps.refundedAmount], ['refunded', '4', 4400]);
+  });
+
+  // Refunds by payment method: each goes out with its method's request ids.
+  async function paidBy(method: string, price: number): Promise<Placed> {
+    const order = await placeOrder(store, await product(store, 10, price), 1, { provider: 'sbps', method });
+    assert.equal(field(order.form.fields, 'pay_method'), method);
+    await comeBack(store, order.token, await payAtSbps(order.form, { wallet: method }));
+    await eventually(async () => assert.equal((await view(store, order.token)).state, 'paid'));
+    return order;
+  }
+
+  const refundJobs = async (attemptId: string) =>
+    (await store.rt.ctx.db.selectFrom('jobs').select(['state', 'attempts', 'payload', 'last_error']).where('kind', '=', 'payment.refund').execute()).filter(
+      (j) => (JSON.parse(j.payload) as { attemptId: string }).attemptId === attemptId,
+    );
+
+  it("PayPay: the operator's refund goes out as PayPay's refund, and the order ends refunded", async () => {
+    const order = await paidBy('paypay', 3600);
+    const attempt = await onlyAttempt(store, order.orderId);
+    assert.equal(JSON.parse(attempt.details).method, 'paypay', 'SBPS reported the method the customer paid with');
+    const res = await admin(store, 'POST', `/orders/${order.orderId}/refund`, { amount: 3600 });
+    assert.equal(res.status, 202, await res.text());
+    await eventually(async () => assert.equal((await view(store, order.token)).state, 'refunded'), 10_000);
+    const refunded = await onlyAttempt(store, order.orderId);
+    assert.deepEqual([refunded.state, refunded.refunded_amount], ['refunded', 3600]);
+    assert.deepEqual((await refundJobs(attempt.id)).map((j) => j.state), ['done']);
+    const atSbps = await sbpsApi(store.rt.ctx.config, sim).inquiry({ payMethod: 'paypay', trackingId: attempt.gateway_ref! });
+    assert.deepEqual([atSbps.status, atSbps.refundedAmount], ['refunded', 3600]);
+    assert.equal((await mailJobs(store, order.orderId, 'refund')).length, 1, 'the customer hears of the refund');
+  });
+
+  it('docomo: refunded with docomo\'s request; a partial refund is dead-lettered at once with an alert naming the method', async () => {
+    const order = await paidBy('docomo', 2000);
+    const attempt = await onlyAttempt(store, order.orderId);
+    const partial = await admin(store, 'POST', `/orders/${order.orderId}/refund`, { amount: 500 });
+    assert.equal(partial.status, 202, await partial.text());
+    const [dead] = await eventually(async () => {
+      const jobs = await refundJobs(attempt.id);
+      assert.equal(jobs[0]?.state, 'dead');
+      return jobs;
+    }, 10_000);
+    assert.equal(dead!.attempts, 1, 'not retried');
+    assert.match(dead!.last_error ?? '', /docomo payment only in full/);
+    const alerts = await store.rt.ctx.db.selectFrom('alerts').select(['kind', 'message']).where('kind', '=', 'job_dead').execute();
+    assert.ok(alerts.some((a) => /docomo/.test(a.message)), JSON.stringify(alerts));
+    assert.equal((await view(store, order.token)).state, 'paid', 'nothing was refunded');
+    assert.deepEqual(pick(await sbpsApi(store.rt.ctx.config, sim).inquiry({ payMethod: 'docomo', trackingId: attempt.gateway_ref! })), { status: 'captured', capturedAmount: 2000, refundedAmount: 0 });
+
+    const whole = await admin(store, 'POST', `/orders/${order.orderId}/refund`, { amount: 2000 });
+    assert.equal(whole.status, 202, await whole.text());
+    await eventually(async () => assert.equal((await view(store, order.token)).state, 'refunded'), 10_000);
+    assert.deepEqual(pick(await sbpsApi(store.rt.ctx.config, sim).inquiry({ payMethod: 'docomo', trackingId: attempt.gateway_ref! })), { status: 'refunded', capturedAmount: 2000, refundedAmount: 2000 });
   });
 });
 
@@ -813,7 +866,7 @@ forEachEngine('SBPS manual capture (指定売上)', (engine) => {
     assert.deepEqual(await sku(store, code), { on_hand: 10, reserved: 1 }, 'nothing committed before the capture');
     assert.equal((await mailJobs(store, order.orderId, 'order_paid')).length, 0);
     const api = sbpsApi(store.rt.ctx.config, manualBase);
-    assert.deepEqual(pick(await api.inquiry({ trackingId: attempt.gateway_ref! })), { status: 'authorized', capturedAmount: 0, refundedAmount: 0 });
+    assert.deepEqual(pick(await api.inquiry({ payMethod: 'credit', trackingId: attempt.gateway_ref! })), { status: 'authorized', capturedAmount: 0, refundedAmount: 0 });
 
     const capture = await admin(store, 'POST', `/orders/${order.orderId}/capture`, { amount: order.total });
     assert.equal(capture.status, 202, await capture.text());
@@ -821,7 +874,7 @@ forEachEngine('SBPS manual capture (指定売上)', (engine) => {
     const captured = await onlyAttempt(store, order.orderId);
     assert.equal(captured.state, 'captured');
     assert.equal(captured.captured_amount, 2400);
-    assert.deepEqual(pick(await api.inquiry({ trackingId: attempt.gateway_ref! })), { status: 'captured', capturedAmount: 2400, refundedAmount: 0 });
+    assert.deepEqual(pick(await api.inquiry({ payMethod: 'credit', trackingId: attempt.gateway_ref! })), { status: 'captured', capturedAmount: 2400, refundedAmount: 0 });
     assert.deepEqual(await sku(store, code), { on_hand: 9, reserved: 0 });
     assert.equal((await mailJobs(store, order.orderId, 'order_paid')).length, 1);
   });
@@ -844,7 +897,7 @@ forEachEngine('SBPS manual capture (指定売上)', (engine) => {
     assert.equal(cancel.status, 202, await cancel.text());
     await eventually(async () => assert.equal((await view(store, order.token)).state, 'cancelled'), 10_000);
     assert.equal((await onlyAttempt(store, order.orderId)).state, 'cancelled');
-    assert.equal((await sbpsApi(store.rt.ctx.config, manualBase).inquiry({ trackingId: trackingId! })).status, 'cancelled');
+    assert.equal((await sbpsApi(store.rt.ctx.config, manualBase).inquiry({ payMethod: 'credit', trackingId: trackingId! })).status, 'cancelled');
     assert.deepEqual(await sku(store, code), { on_hand: 10, reserved: 0 }, 'stock released');
     assert.equal((await mailJobs(store, order.orderId, 'order_paid')).length, 0);
   });

@@ -5,9 +5,9 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Fastify, { type FastifyInstance } from 'fastify';
 import formbody from '@fastify/formbody';
-import { sjisUrlEncode } from '../../src/gateways/common/sjis.js';
+import { encodeSjis, sjisUrlEncode } from '../../src/gateways/common/sjis.js';
 import { buildPurchaseRequest, parseMessage, sbpsHash, verifyMessage, type PurchaseRequestInput } from '../../src/gateways/sbps/index.js';
-import { encodeXmlApiRequest, jstTimestamp, parseSbpsXml, SbpsApiError, SbpsTransportError, sbpsXmlApi } from '../../src/gateways/sbps/xml-api.js';
+import { encodeXmlApiRequest, jstTimestamp, parseSbpsXml, SbpsApiError, SbpsTransportError, SbpsUnsupportedError, sbpsXmlApi } from '../../src/gateways/sbps/xml-api.js';
 import { sbpsSandbox, type SbpsSandboxMerchant } from '../../src/sandbox/sbps.js';
 import { eventually } from '../helpers/eventually.js';
 
@@ -357,6 +357,40 @@ describe('what SBPS refuses', () => {
     }
   });
 
+  test('a field left out of the form altogether is a missing required item (03), although the hash still matches', async () => {
+    for (const [name, code] of [['sps_cust_no', '99903999'], ['tracking_id', '99903027'], ['free_csv', '99903999'], ['tax', '99903007']] as const) {
+      const pairs = purchase(AUTO).filter(([n]) => n !== name);
+      assert.ok(verifyMessage('request', Buffer.from(sjisUrlEncode(pairs), 'latin1'), AUTO.hashKey).valid, 'an empty value adds nothing to the hash');
+      const page = await submit(pairs);
+      assert.equal(errorCode(page.html), code, `${name}: ${page.html.slice(-600)}`);
+      assert.match(page.html, new RegExp(`${name}: the element is missing`));
+    }
+    // Detail rows are the one part that may be left out.
+    assert.match((await submit(purchase(AUTO))).url, /\/pay\//);
+    assert.match((await submit(purchase(AUTO, { details: [{ dtl_item_id: 'CD-0001', dtl_item_count: '1', dtl_amount: '1000' }] }))).url, /\/pay\//);
+  });
+
+  test('free_csv is decoded (Base64 of Shift_JIS) and its values checked as SBPS does', async () => {
+    const base64 = (text: string) => encodeSjis(text).toString('base64');
+    const cases: [string, string][] = [
+      ['99904999', base64('LAST_NAME=鈴木,ADD2=A&B')],
+      ['99904999', base64("ADD3=O'Hara")],
+      ['99904999', base64('ITEM_NAME=<b>')],
+      ['99904999', base64('LAST_NAME_KANA=ｽｽﾞｷ')],
+      ['99904999', base64('MAIL=a+tag@example.jp')],
+      ['99906999', base64('ADD2=1-2-3,101')], // the comma splits the value: "101" is not KEY=VALUE
+      ['99906999', base64('LAST_NAME=鈴木').replace(/=+$/, '')], // unpadded: length not a multiple of 4
+      ['99906999', 'TEFTVF9OQU1FPQ'],
+    ];
+    for (const [code, value] of cases) {
+      const page = await submit(resign(purchase(AUTO), AUTO, { free_csv: value }));
+      assert.equal(errorCode(page.html), code, `${value}: ${page.html.slice(-600)}`);
+      assert.match(page.html, /free_csv/);
+    }
+    const accepted = purchase(AUTO, { pay_method: 'webcvs', freeCsv: { LAST_NAME: '鈴木', FIRST_NAME: '太郎', TEL: '0312345678', MAIL: 'taro@example.jp' } });
+    assert.match((await submit(accepted)).url, /\/pay\//, 'what the library builds is accepted');
+  });
+
   test("the app's own form parser is untouched outside the simulator", async () => {
     const res = await fetch(`${base.replace('/sandbox/sbps', '')}/echo`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'a=1&b=%E3%81%82' });
     assert.deepEqual(await res.json(), { a: '1', b: 'あ' });
@@ -440,6 +474,7 @@ describe('delivery of notifications', () => {
 describe('XML API through kessai’s client', () => {
   const api = (merchant: SbpsSandboxMerchant, overrides: Partial<Parameters<typeof sbpsXmlApi>[0]> = {}) =>
     sbpsXmlApi({ url: `${base}/api/xmlapi.do`, basicAuth: merchant.basicAuth, merchantId: merchant.merchantId, serviceId: merchant.serviceId, hashKey: merchant.hashKey, ...overrides });
+  const pickState = (i: { status: string; capturedAmount?: number; refundedAmount?: number }) => [i.status, i.capturedAmount, i.refundedAmount];
   const ngCode = async (promise: Promise<unknown>) => {
     const error = await promise.then(
       () => assert.fail('expected NG'),
@@ -455,30 +490,30 @@ describe('XML API through kessai’s client', () => {
     const client = api(MANUAL);
     const before = received.length;
 
-    let state = await client.inquiry({ trackingId });
+    let state = await client.inquiry({ payMethod: 'credit', trackingId });
     assert.equal(state.status, 'authorized');
     assert.equal(state.paymentStatus, '1');
     assert.deepEqual([state.amount, state.capturedAmount, state.refundedAmount], [1000, 0, 0]);
     assert.equal(state.fromSandbox, true);
 
-    assert.equal(await ngCode(client.partialRefund({ trackingId, amount: 100 })), '101K0999');
-    assert.equal(await ngCode(client.commit({ trackingId, amount: 1001 })), '10179008');
-    const committed = await client.commit({ trackingId, amount: 800 });
+    assert.equal(await ngCode(client.partialRefund({ payMethod: 'credit', trackingId, amount: 100 })), '101K0999');
+    assert.equal(await ngCode(client.commit({ payMethod: 'credit', trackingId, amount: 1001 })), '10179008');
+    const committed = await client.commit({ payMethod: 'credit', trackingId, amount: 800 });
     assert.equal(committed.trackingId, trackingId);
     assert.match(committed.spsTransactionId ?? '', /^[0-9A-Z]{32}$/);
-    state = await client.inquiry({ trackingId });
+    state = await client.inquiry({ payMethod: 'credit', trackingId });
     assert.deepEqual([state.status, state.capturedAmount], ['captured', 800]);
-    assert.equal(await ngCode(client.commit({ trackingId })), '10141999');
+    assert.equal(await ngCode(client.commit({ payMethod: 'credit', trackingId })), '10141999');
 
-    await client.partialRefund({ trackingId, amount: 300 });
-    state = await client.inquiry({ trackingId });
+    await client.partialRefund({ payMethod: 'credit', trackingId, amount: 300 });
+    state = await client.inquiry({ payMethod: 'credit', trackingId });
     assert.deepEqual([state.status, state.refundedAmount], ['partially_refunded', 300]);
-    assert.equal(await ngCode(client.partialRefund({ trackingId, amount: 501 })), '101K1008');
+    assert.equal(await ngCode(client.partialRefund({ payMethod: 'credit', trackingId, amount: 501 })), '101K1008');
 
-    await client.refund({ trackingId });
-    state = await client.inquiry({ trackingId });
+    await client.refund({ payMethod: 'credit', trackingId });
+    state = await client.inquiry({ payMethod: 'credit', trackingId });
     assert.deepEqual([state.status, state.paymentStatus, state.refundedAmount], ['refunded', '4', 800]);
-    assert.equal(await ngCode(client.refund({ trackingId })), '10146999');
+    assert.equal(await ngCode(client.refund({ payMethod: 'credit', trackingId })), '10146999');
 
     await sleep(100);
     assert.equal(received.length, before, 'XML API operations send no result notification');
@@ -488,20 +523,20 @@ describe('XML API through kessai’s client', () => {
     const { order } = await payByCard(MANUAL, '4111111111111111');
     const trackingId = await trackingIdOf(order);
     const client = api(MANUAL);
-    await client.cancel({ trackingId });
-    assert.equal((await client.inquiry({ trackingId })).status, 'cancelled');
-    assert.equal(await ngCode(client.commit({ trackingId })), '10140999');
-    assert.equal(await ngCode(client.cancel({ trackingId })), '10152999');
+    await client.cancel({ payMethod: 'credit', trackingId });
+    assert.equal((await client.inquiry({ payMethod: 'credit', trackingId })).status, 'cancelled');
+    assert.equal(await ngCode(client.commit({ payMethod: 'credit', trackingId })), '10140999');
+    assert.equal(await ngCode(client.cancel({ payMethod: 'credit', trackingId })), '10152999');
   });
 
   test('auto capture: the payment is captured at once; commit and cancel are refused as SBPS does', async () => {
     const { order } = await payByCard(AUTO, '4111111111111111');
     const trackingId = await trackingIdOf(order);
     const client = api(AUTO);
-    const state = await client.inquiry({ trackingId });
+    const state = await client.inquiry({ payMethod: 'credit', trackingId });
     assert.deepEqual([state.status, state.capturedAmount], ['captured', 1000]);
-    assert.equal(await ngCode(client.commit({ trackingId })), '10137999');
-    assert.equal(await ngCode(client.cancel({ trackingId })), '10149999');
+    assert.equal(await ngCode(client.commit({ payMethod: 'credit', trackingId })), '10137999');
+    assert.equal(await ngCode(client.cancel({ payMethod: 'credit', trackingId })), '10149999');
   });
 
   test('inquiry of a convenience-store payment reports awaiting_payment, then captured', async () => {
@@ -509,16 +544,71 @@ describe('XML API through kessai’s client', () => {
     await (await press((await submit(pairs)).html, 'webcvs', { store: 'seven-eleven' })).text();
     const trackingId = await trackingIdOf(valueOf(pairs, 'order_id'));
     const client = api(AUTO);
-    const waiting = await client.inquiry({ trackingId });
+    const waiting = await client.inquiry({ payMethod: 'webcvs', trackingId });
     assert.deepEqual([waiting.status, waiting.payMethod, waiting.paymentStatus], ['awaiting_payment', 'webcvs', undefined]);
     await fetch(`${base}/api/deposit/${trackingId}`, { method: 'POST' });
-    assert.equal((await client.inquiry({ trackingId })).status, 'captured');
-    assert.equal(await ngCode(client.refund({ trackingId })), '10112027', 'the card API does not know a convenience-store payment');
+    assert.equal((await client.inquiry({ payMethod: 'webcvs', trackingId })).status, 'captured');
+    assert.equal(await ngCode(client.inquiry({ payMethod: 'credit', trackingId })), '10112027', "the card's inquiry does not know a convenience-store payment");
+    assert.equal(await ngCode(client.refund({ payMethod: 'credit', trackingId })), '10112027', 'the card API does not know a convenience-store payment');
+    await assert.rejects(client.refund({ payMethod: 'webcvs', trackingId }), (e: unknown) => e instanceof SbpsUnsupportedError && /pay the money back outside SBPS/.test(e.message));
+  });
+
+  /** Pays with a carrier or PayPay on the simulator's screen; answers the tracking id. */
+  async function payByWallet(merchant: SbpsSandboxMerchant, method: string): Promise<string> {
+    const pairs = purchase(merchant, { pay_method: method });
+    const screen = await submit(pairs);
+    assert.doesNotMatch(screen.html, /name="cc_number"/, `pay_method=${method} offers no card`);
+    returnForm(await (await press(screen.html, 'wallet', { method })).text());
+    const trackingId = await trackingIdOf(valueOf(pairs, 'order_id'));
+    assert.equal(notificationsFor(valueOf(pairs, 'order_id'))[0]?.fields.res_pay_method, method);
+    return trackingId;
+  }
+
+  /** An XML API request written by hand (what another client might send), answered as parsed fields. */
+  async function rawRequest(merchant: SbpsSandboxMerchant, requestId: string, entries: [string, string][]): Promise<Record<string, string>> {
+    const body = encodeXmlApiRequest(requestId, [['merchant_id', merchant.merchantId], ['service_id', merchant.serviceId], ...entries], merchant.hashKey);
+    const res = await fetch(`${base}/api/xmlapi.do`, {
+      method: 'POST',
+      headers: { authorization: `Basic ${Buffer.from(`${merchant.basicAuth.user}:${merchant.basicAuth.password}`).toString('base64')}`, 'content-type': 'text/xml; charset=Shift_JIS' },
+      body,
+    });
+    return Object.fromEntries(parseSbpsXml(Buffer.from(await res.arrayBuffer())).entries);
+  }
+
+  test("PayPay: read and refunded with PayPay's request ids; the card's ids do not find it, as at SBPS", async () => {
+    const trackingId = await payByWallet(AUTO, 'paypay');
+    const client = api(AUTO);
+    const state = await client.inquiry({ payMethod: 'paypay', trackingId });
+    assert.deepEqual([state.status, state.payMethod, state.capturedAmount], ['captured', 'paypay', 1000]);
+    assert.equal(await ngCode(client.inquiry({ payMethod: 'credit', trackingId })), '10112027');
+    assert.equal(await ngCode(client.refund({ payMethod: 'credit', trackingId })), '10112027', 'a card refund of a PayPay payment is NG');
+    await assert.rejects(client.partialRefund({ payMethod: 'paypay', trackingId, amount: 100 }), SbpsUnsupportedError);
+    const at = jstTimestamp();
+    const partial = await rawRequest(AUTO, 'ST02-00307-101', [['tracking_id', trackingId], ['processing_datetime', at], ['pay_option_manage.amount', '100'], ['request_date', at]]);
+    assert.deepEqual([partial.res_result, partial.res_err_code], ['NG', '10112027'], "the card's partial refund does not find it either");
+    await client.refund({ payMethod: 'paypay', trackingId });
+    const refunded = await client.inquiry({ payMethod: 'paypay', trackingId });
+    assert.deepEqual([refunded.status, refunded.refundedAmount], ['refunded', 1000]);
+    assert.equal(await ngCode(client.refund({ payMethod: 'paypay', trackingId })), '31146999');
+  });
+
+  test('docomo under manual capture: captured in full by its sales request (no amount), then voided-or-refunded by its one request', async () => {
+    const trackingId = await payByWallet(MANUAL, 'docomo');
+    const client = api(MANUAL);
+    assert.equal((await client.inquiry({ payMethod: 'docomo', trackingId })).status, 'authorized');
+    const at = jstTimestamp();
+    const withAmount = await rawRequest(MANUAL, 'ST02-00201-401', [['tracking_id', trackingId], ['processing_datetime', at], ['pay_option_manage.amount', '500'], ['request_date', at]]);
+    assert.deepEqual([withAmount.res_result, withAmount.res_err_code], ['NG', '40113008']);
+    assert.equal(await ngCode(client.commit({ payMethod: 'credit', trackingId })), '10112027');
+    await client.commit({ payMethod: 'docomo', trackingId });
+    assert.deepEqual(pickState(await client.inquiry({ payMethod: 'docomo', trackingId })), ['captured', 1000, 0]);
+    await client.cancel({ payMethod: 'docomo', trackingId }); // ST02-00303-401: a sale is refunded
+    assert.deepEqual(pickState(await client.inquiry({ payMethod: 'docomo', trackingId })), ['refunded', 1000, 1000]);
   });
 
   test('wrong Basic auth: 401, nothing applied', async () => {
     const error = await api(AUTO, { basicAuth: { user: AUTO.basicAuth.user, password: 'wrong' } })
-      .inquiry({ trackingId: '12345678901234' })
+      .inquiry({ payMethod: 'credit', trackingId: '12345678901234' })
       .catch((e: unknown) => e);
     assert.ok(error instanceof SbpsTransportError);
     assert.equal(error.status, 401);
@@ -528,22 +618,22 @@ describe('XML API through kessai’s client', () => {
   test('wrong hash key: NG of type 09', async () => {
     const { order } = await payByCard(MANUAL, '4111111111111111');
     const trackingId = await trackingIdOf(order);
-    const error = await api(MANUAL, { hashKey: AUTO.hashKey }).commit({ trackingId }).catch((e: unknown) => e);
+    const error = await api(MANUAL, { hashKey: AUTO.hashKey }).commit({ payMethod: 'credit', trackingId }).catch((e: unknown) => e);
     assert.ok(error instanceof SbpsApiError);
     assert.equal(error.type, '09');
     assert.equal(error.code, '10109025');
     assert.match(error.message, /hash error/);
-    assert.equal((await api(MANUAL).inquiry({ trackingId })).status, 'authorized', 'nothing changed');
+    assert.equal((await api(MANUAL).inquiry({ payMethod: 'credit', trackingId })).status, 'authorized', 'nothing changed');
   });
 
   test("another merchant's ids, an unknown tracking id, the confirm request id", async () => {
     const { order } = await payByCard(AUTO, '4111111111111111');
     const trackingId = await trackingIdOf(order);
     // MANUAL's credentials and key, AUTO's service id: the account does not own those ids.
-    assert.equal(await ngCode(api(MANUAL, { serviceId: AUTO.serviceId }).inquiry({ trackingId })), '10114001');
+    assert.equal(await ngCode(api(MANUAL, { serviceId: AUTO.serviceId }).inquiry({ payMethod: 'credit', trackingId })), '10114001');
     // MANUAL may not touch AUTO's payment.
-    assert.equal(await ngCode(api(MANUAL).inquiry({ trackingId })), '10112027');
-    assert.equal(await ngCode(api(AUTO).inquiry({ trackingId: '11111111111111' })), '10112027');
+    assert.equal(await ngCode(api(MANUAL).inquiry({ payMethod: 'credit', trackingId })), '10112027');
+    assert.equal(await ngCode(api(AUTO).inquiry({ payMethod: 'credit', trackingId: '11111111111111' })), '10112027');
 
     const at = jstTimestamp();
     const body = encodeXmlApiRequest('ST02-00101-101', [['merchant_id', AUTO.merchantId], ['service_id', AUTO.serviceId], ['tracking_id', trackingId], ['request_date', at]], AUTO.hashKey);

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { computeKomojuSignature, type KomojuPayment } from '../../src/gateways/komoju/index.js';
 import { komojuProvider, orderAmountOf, paymentFacts } from '../../src/payments/komoju.js';
-import type { NotificationResult } from '../../src/payments/provider.js';
+import type { AttemptContext, NotificationResult } from '../../src/payments/provider.js';
 
 /*
  * The KOMOJU adapter's reading of webhooks and payment objects: what becomes a fact, with which key
@@ -107,6 +107,16 @@ describe('KOMOJU webhooks', () => {
     assert.equal(result.merchantRef, 'K261123-ABCDEFGH-1');
   });
 
+  test('a cancelled or expired payment is read back, not applied: it may be a declined try beside the payment that paid', async () => {
+    for (const [type, status] of [['payment.cancelled', 'cancelled'], ['payment.expired', 'expired'], ['payment.updated', 'expired']] as const) {
+      const body = event(type, payment({ status, payment_details: { type: 'credit_card' } }));
+      const result = await deliver(body, signed(body));
+      assert.ok('verified' in result && result.verified === false, `${type} (${status}): ${JSON.stringify(result)}`);
+      assert.equal(result.merchantRef, 'K261123-ABCDEFGH-1');
+      assert.equal(result.reply.status, 200, 'acknowledged as before');
+    }
+  });
+
   test('a payment.failed is no fact: the session stays open for another card', async () => {
     const body = event('payment.failed', payment({ status: 'pending' }));
     const result = await deliver(body, signed(body));
@@ -172,5 +182,63 @@ describe('KOMOJU methods', () => {
     assert.deepEqual(p.methods({ 'komoju.enabled': true, 'komoju.apiUrl': 'http://x' }), []);
     assert.deepEqual(p.methods(settings), ['credit_card', 'konbini']);
     assert.deepEqual(p.methods({ ...settings, 'komoju.paymentTypes': 'konbini,pay_easy' }), ['konbini', 'pay_easy']);
+  });
+});
+
+describe('KOMOJU: ending an attempt whose reservation expired', () => {
+  /** KOMOJU's session API as this adapter uses it, answering from `session` (a test double of the gateway, not of kessai). */
+  function gateway(session: Record<string, unknown>, opts: { refuseCancel?: () => void } = {}) {
+    const calls: { method: string; path: string; key: string | null }[] = [];
+    const json = (status: number, body: unknown) => new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json' } });
+    const fetchImpl = (async (url: string | URL, init?: RequestInit) => {
+      const path = new URL(url).pathname.replace('/api/v1', '');
+      const headers = (init?.headers ?? {}) as Record<string, string>;
+      calls.push({ method: init?.method ?? 'GET', path, key: headers['x-komoju-idempotency'] ?? null });
+      if (path === '/sessions/sess_1' && init?.method === 'GET') return json(200, session);
+      if (path === '/sessions/sess_1/cancel' && init?.method === 'POST') {
+        if (session.status !== 'pending' || opts.refuseCancel) {
+          opts.refuseCancel?.();
+          return json(422, { error: { code: 'unprocessable_entity', message: `session is ${String(session.status)}`, param: null, details: {} } });
+        }
+        session.status = 'cancelled';
+        return json(200, session);
+      }
+      return json(404, { error: { code: 'not_found', message: path, param: null, details: {} } });
+    }) as typeof fetch;
+    return { calls, provider: komojuProvider({ fetchImpl }) };
+  }
+
+  const pendingSession = () => ({ id: 'sess_1', resource: 'session', status: 'pending', amount: 3000, currency: 'JPY', session_url: 'http://x/sessions/sess_1', payment: null });
+  const attemptContext = { attempt: { id: 'pay_att_1', merchant_ref: 'K261123-ABCDEFGH-1', gateway_ref: 'sess_1' }, settings } as unknown as AttemptContext;
+  const key = 'kessai-expire-pay_att_1';
+
+  test('an open session is cancelled with the given key; the attempt is stated expired, not cancelled', async () => {
+    const { calls, provider } = gateway(pendingSession());
+    const facts = await provider.abandon!(attemptContext, key);
+    assert.deepEqual(calls.filter((c) => c.method === 'POST'), [{ method: 'POST', path: '/sessions/sess_1/cancel', key }]);
+    assert.deepEqual(facts.map((f) => [f.eventKey, f.merchantRef, f.fact]), [['sess_1:expired', 'K261123-ABCDEFGH-1', { type: 'expired' }]]);
+  });
+
+  test('a session a payment completed is not cancelled: its payment decides', async () => {
+    const { calls, provider } = gateway({ ...pendingSession(), status: 'completed', payment: payment() });
+    const facts = await provider.abandon!(attemptContext, key);
+    assert.deepEqual(calls.filter((c) => c.method === 'POST'), []);
+    assert.deepEqual(facts.map((f) => [f.eventKey, f.fact]), [['pay_1:captured:3000', { type: 'captured', amount: 3000 }]]);
+  });
+
+  test('a cancel KOMOJU refuses because the customer paid a moment ago answers that payment', async () => {
+    const session: Record<string, unknown> = pendingSession();
+    const { calls, provider } = gateway(session, {
+      // Between our look and our cancel the customer pays: KOMOJU refuses the cancel of a completed session.
+      refuseCancel: () => Object.assign(session, { status: 'completed', payment: payment() }),
+    });
+    const facts = await provider.abandon!(attemptContext, key);
+    assert.deepEqual(calls.map((c) => `${c.method} ${c.path}`), ['GET /sessions/sess_1', 'POST /sessions/sess_1/cancel', 'GET /sessions/sess_1']);
+    assert.deepEqual(facts.map((f) => f.fact), [{ type: 'captured', amount: 3000 }]);
+  });
+
+  test('a cancel refused for another reason leaves nothing to apply: the order simply expires', async () => {
+    const { provider } = gateway(pendingSession(), { refuseCancel: () => undefined });
+    assert.deepEqual(await provider.abandon!(attemptContext, key), []);
   });
 });

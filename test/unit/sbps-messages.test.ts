@@ -6,6 +6,7 @@ import {
   buildFreeCsv,
   buildPurchaseRequest,
   checkField,
+  checkFreeCsv,
   encodeMessage,
   normaliseForSbps,
   orderedValues,
@@ -170,6 +171,14 @@ describe('validation names the field, the character and its position', () => {
     assert.doesNotThrow(() => build({ pay_method: '' }));
   });
 
+  test('a field left out of the message altogether is refused as required, even where a blank is fine', () => {
+    const fields = Object.fromEntries(build().slice(0, -1).filter(([name]) => name !== 'sps_cust_no' && name !== 'free_csv'));
+    const errors = validateMessage('request', { fields, details: [] });
+    assert.deepEqual(errors.map((e) => [e.field, e.code]), [['sps_cust_no', 'required'], ['free_csv', 'required']]);
+    assert.match(errors[0]!.message, /the element is missing/);
+    assert.deepEqual(validateMessage('request', { fields: { ...fields, sps_cust_no: '', free_csv: '' }, details: [] }), []);
+  });
+
   test('request_date must be YYYYMMDDHHMMSS', () => {
     refused(() => build({ request_date: '2024010112' }), { field: 'request_date', code: 'format' });
   });
@@ -252,6 +261,23 @@ describe('free_csv', () => {
 
   test('a free_csv given directly must already be Base64', () => {
     refused(() => build({ free_csv: 'LAST_NAME=Suzuki' }), { field: 'free_csv', code: 'format' });
+  });
+
+  test('a received free_csv is decoded and checked as the builder checks it (the simulator uses this)', () => {
+    const b64 = (text: string) => encodeSjis(text).toString('base64');
+    assert.equal(checkFreeCsv(buildFreeCsv(customer)), undefined);
+    assert.equal(checkFreeCsv(b64('NICKNAME=たろう')), undefined, 'a key outside the samples is not refused, its value is checked');
+    const problem = (value: string) => {
+      const e = checkFreeCsv(value);
+      return e && [e.field, e.code, e.char];
+    };
+    assert.deepEqual(problem(b64('ADD2=A&B')), ['free_csv.ADD2', 'attribute', '&']);
+    assert.deepEqual(problem(b64('LAST_NAME_KANA=ｽｽﾞｷ')), ['free_csv.LAST_NAME_KANA', 'attribute', 'ｽ']);
+    assert.deepEqual(problem(b64('NICKNAME=100%')), ['free_csv.NICKNAME', 'attribute', '%']);
+    assert.deepEqual(problem(b64('ADD2=1,2')), ['free_csv', 'format', undefined]);
+    assert.deepEqual(problem('TEFTVF9OQU1FPQ'), ['free_csv', 'format', undefined], 'length not a multiple of 4');
+    // Given directly to the builder, the same value is refused before it reaches SBPS.
+    refused(() => build({ free_csv: b64('ADD2=A&B') }), { field: 'free_csv.ADD2', char: '&' });
   });
 });
 

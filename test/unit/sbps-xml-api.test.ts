@@ -12,6 +12,7 @@ import {
   parseSbpsXml,
   SbpsApiError,
   SbpsTransportError,
+  SbpsUnsupportedError,
   SbpsXmlError,
   sbpsXmlApi,
   XML_API_REQUEST_IDS,
@@ -94,7 +95,7 @@ const independentHash = (values: string[]) => createHash('sha1').update(encodeSj
 describe('request on the wire', () => {
   test('partial refund: Basic auth, Shift_JIS XML, fields in SBPS order, hash over the values in document order', async () => {
     script = [ok(XML_API_REQUEST_IDS.partialRefund)];
-    const result = await client().partialRefund({ trackingId: '80312789324671', amount: 300 });
+    const result = await client().partialRefund({ payMethod: 'credit', trackingId: '80312789324671', amount: 300 });
 
     assert.equal(seen.length, 1);
     const { headers, body } = seen[0]!;
@@ -123,11 +124,11 @@ describe('request on the wire', () => {
     fallback = (res) => ok(undefined)(res);
     const api = client();
     const cases: [string, () => Promise<unknown>, string[]][] = [
-      ['ST02-00201-101', () => api.commit({ trackingId: '1' }), ['merchant_id', 'service_id', 'tracking_id', 'processing_datetime', 'request_date', 'sps_hashcode']],
-      ['ST02-00201-101', () => api.commit({ trackingId: '1', amount: 500 }), ['merchant_id', 'service_id', 'tracking_id', 'processing_datetime', 'pay_option_manage.amount', 'request_date', 'sps_hashcode']],
-      ['ST02-00303-101', () => api.refund({ trackingId: '1' }), ['merchant_id', 'service_id', 'tracking_id', 'processing_datetime', 'request_date', 'sps_hashcode']],
-      ['ST02-00305-101', () => api.cancel({ trackingId: '1' }), ['merchant_id', 'service_id', 'tracking_id', 'processing_datetime', 'request_date', 'sps_hashcode']],
-      ['MG01-00101-101', () => api.inquiry({ trackingId: '1' }), ['merchant_id', 'service_id', 'tracking_id', 'request_date', 'sps_hashcode']],
+      ['ST02-00201-101', () => api.commit({ payMethod: 'credit', trackingId: '1' }), ['merchant_id', 'service_id', 'tracking_id', 'processing_datetime', 'request_date', 'sps_hashcode']],
+      ['ST02-00201-101', () => api.commit({ payMethod: 'credit', trackingId: '1', amount: 500 }), ['merchant_id', 'service_id', 'tracking_id', 'processing_datetime', 'pay_option_manage.amount', 'request_date', 'sps_hashcode']],
+      ['ST02-00303-101', () => api.refund({ payMethod: 'credit', trackingId: '1' }), ['merchant_id', 'service_id', 'tracking_id', 'processing_datetime', 'request_date', 'sps_hashcode']],
+      ['ST02-00305-101', () => api.cancel({ payMethod: 'credit', trackingId: '1' }), ['merchant_id', 'service_id', 'tracking_id', 'processing_datetime', 'request_date', 'sps_hashcode']],
+      ['MG01-00101-101', () => api.inquiry({ payMethod: 'credit', trackingId: '1' }), ['merchant_id', 'service_id', 'tracking_id', 'request_date', 'sps_hashcode']],
     ];
     for (const [id, run, names] of cases) {
       seen.length = 0;
@@ -139,6 +140,62 @@ describe('request on the wire', () => {
     }
   });
 
+  // A tracking id belongs to one payment method at SBPS; the card's ids sent for a PayPay payment are answered NG.
+  const METHOD_IDS: [method: string, refund: string, cancel: string, inquiry: string, commit?: string][] = [
+    ['credit3d2', 'ST02-00303-101', 'ST02-00305-101', 'MG01-00101-101', 'ST02-00201-101'],
+    ['paypay', 'ST02-00303-311', 'ST02-00303-311', 'MG01-00101-311', 'ST02-00201-311'],
+    ['docomo', 'ST02-00303-401', 'ST02-00303-401', 'MG01-00101-401', 'ST02-00201-401'],
+    ['auone', 'ST02-00303-402', 'ST02-00303-402', 'MG01-00101-402', 'ST02-00201-402'],
+    ['softbank2', 'ST02-00303-405', 'ST02-00303-405', 'MG01-00101-405', 'ST02-00201-405'],
+    ['aupay', 'ST02-00303-406', 'ST02-00303-406', 'MG01-00101-406'],
+  ];
+  for (const [payMethod, refund, cancel, inquiry, commit] of METHOD_IDS) {
+    test(`${payMethod}: refund, cancel, inquiry${commit ? ' and capture' : ''} send ${payMethod}'s request ids`, async () => {
+      fallback = (res) => ok(undefined)(res);
+      const api = client();
+      const sent = async (run: () => Promise<unknown>): Promise<string | undefined> => {
+        seen.length = 0;
+        await run();
+        return parseSbpsXml(seen[0]!.body).id;
+      };
+      assert.equal(await sent(() => api.refund({ payMethod, trackingId: '1' })), refund);
+      assert.equal(await sent(() => api.cancel({ payMethod, trackingId: '1' })), cancel);
+      assert.equal(await sent(() => api.inquiry({ payMethod, trackingId: '1' })), inquiry);
+      if (commit) assert.equal(await sent(() => api.commit({ payMethod, trackingId: '1' })), commit);
+      else await assert.rejects(api.commit({ payMethod, trackingId: '1' }), SbpsUnsupportedError);
+    });
+  }
+
+  test('an operation the method does not have is refused, naming the method, before anything is sent', async () => {
+    fallback = (res) => ok(undefined)(res);
+    const api = client();
+    const cases: [string, () => Promise<unknown>, RegExp][] = [
+      ['paypay partial refund', () => api.partialRefund({ payMethod: 'paypay', trackingId: '1', amount: 100 }), /no partial refund request for paypay payments: SBPS cancels or refunds a paypay payment only in full \(ST02-00303-311\)/],
+      ['docomo partial refund', () => api.partialRefund({ payMethod: 'docomo', trackingId: '1', amount: 100 }), /docomo payment only in full/],
+      ['docomo capture of part', () => api.commit({ payMethod: 'docomo', trackingId: '1', amount: 100 }), /capture a docomo authorisation in full/],
+      ['aupay capture', () => api.commit({ payMethod: 'aupay', trackingId: '1' }), /no capture request for aupay payments/],
+      ['webcvs refund', () => api.refund({ payMethod: 'webcvs', trackingId: '1' }), /no refund request for webcvs payments: .*outside SBPS/],
+      ['payeasy cancel', () => api.cancel({ payMethod: 'payeasy', trackingId: '1' }), /payeasy payments: .*outside SBPS/],
+      ['banktransfer refund', () => api.refund({ payMethod: 'banktransfer', trackingId: '1' }), /banktransfer payments: .*outside SBPS/],
+      ['unionpay refund', () => api.refund({ payMethod: 'unionpay', trackingId: '1' }), /kessai knows no XML API request ids for "unionpay"/],
+      ['linepay inquiry', () => api.inquiry({ payMethod: 'linepay', trackingId: '1' }), /linepay/],
+      ['unknown method', () => api.inquiry({ payMethod: '', trackingId: '1' }), /payment method is not known/],
+    ];
+    for (const [what, run, message] of cases) {
+      await assert.rejects(run(), (e: unknown) => e instanceof SbpsUnsupportedError && message.test(e.message), what);
+    }
+    assert.equal(seen.length, 0, 'nothing was sent');
+  });
+
+  test('a carrier capture takes no amount; requestIds overrides an id', async () => {
+    fallback = (res) => ok(undefined)(res);
+    await client().commit({ payMethod: 'docomo', trackingId: '1' });
+    assert.deepEqual(parseSbpsXml(seen[0]!.body).entries.map(([name]) => name), ['merchant_id', 'service_id', 'tracking_id', 'processing_datetime', 'request_date', 'sps_hashcode']);
+    seen.length = 0;
+    await client({ requestIds: { docomo: { inquiry: 'MG01-00102-401' } } }).inquiry({ payMethod: 'docomo', trackingId: '1' });
+    assert.equal(parseSbpsXml(seen[0]!.body).id, 'MG01-00102-401');
+  });
+
   test('request_date is Japan time', () => {
     assert.equal(jstTimestamp(new Date('2024-12-31T15:00:00Z')), '20250101000000');
     assert.equal(jstTimestamp(new Date('2024-02-29T14:59:59Z')), '20240229235959');
@@ -146,10 +203,10 @@ describe('request on the wire', () => {
 
   test('bad input is refused before anything is sent', async () => {
     const api = client();
-    await assert.rejects(api.partialRefund({ trackingId: '80312789324671', amount: 0 }), TypeError);
-    await assert.rejects(api.partialRefund({ trackingId: '80312789324671', amount: 1.5 }), TypeError);
-    await assert.rejects(api.commit({ trackingId: '80312789324671', amount: 10_000_000 }), TypeError);
-    await assert.rejects(api.refund({ trackingId: '8031<x>' }), TypeError);
+    await assert.rejects(api.partialRefund({ payMethod: 'credit', trackingId: '80312789324671', amount: 0 }), TypeError);
+    await assert.rejects(api.partialRefund({ payMethod: 'credit', trackingId: '80312789324671', amount: 1.5 }), TypeError);
+    await assert.rejects(api.commit({ payMethod: 'credit', trackingId: '80312789324671', amount: 10_000_000 }), TypeError);
+    await assert.rejects(api.refund({ payMethod: 'credit', trackingId: '8031<x>' }), TypeError);
     assert.equal(seen.length, 0);
     assert.throws(() => client({ merchantId: 'abc' }), /merchantId must be digits/);
   });
@@ -158,7 +215,7 @@ describe('request on the wire', () => {
 describe('answers', () => {
   test('NG becomes SbpsApiError with the code taken apart', async () => {
     script = [ng('10109025')];
-    const error = await client().refund({ trackingId: '80312789324671' }).then(
+    const error = await client().refund({ payMethod: 'credit', trackingId: '80312789324671' }).then(
       () => assert.fail('expected NG'),
       (e: unknown) => e,
     );
@@ -174,14 +231,14 @@ describe('answers', () => {
 
   test('an SBPS system error is marked transient', async () => {
     script = [ng('10190999')];
-    const error = await client().commit({ trackingId: '1' }).catch((e: unknown) => e);
+    const error = await client().commit({ payMethod: 'credit', trackingId: '1' }).catch((e: unknown) => e);
     assert.ok(error instanceof SbpsApiError);
     assert.equal(error.transient, true);
   });
 
   test('inquiry: payment_status as SBPS sends it, amounts only when the answer carries them', async () => {
     script = [ok(XML_API_REQUEST_IDS.inquiry, '  <res_status>0</res_status>\n  <res_pay_method_info>\n    <payment_status>2</payment_status>\n    <commit_status>1</commit_status>\n  </res_pay_method_info>\n')];
-    const real = await client().inquiry({ trackingId: '80312789324671' });
+    const real = await client().inquiry({ payMethod: 'credit', trackingId: '80312789324671' });
     assert.equal(real.status, 'captured');
     assert.equal(real.paymentStatus, '2');
     assert.equal(real.commitStatus, '1');
@@ -190,25 +247,25 @@ describe('answers', () => {
     assert.equal(real.refundedAmount, undefined);
 
     script = [ok(XML_API_REQUEST_IDS.inquiry, '  <res_status>0</res_status>\n')];
-    assert.equal((await client().inquiry({ trackingId: '80312789324671' })).status, 'unknown');
+    assert.equal((await client().inquiry({ payMethod: 'credit', trackingId: '80312789324671' })).status, 'unknown');
   });
 
   test('an answer that is not SBPS XML is a transport error with an unknown outcome', async () => {
     script = [(res) => res.writeHead(200, { 'content-type': 'text/html' }).end('<html><body>maintenance</body></html>')];
-    const error = await client().commit({ trackingId: '1' }).catch((e: unknown) => e);
+    const error = await client().commit({ payMethod: 'credit', trackingId: '1' }).catch((e: unknown) => e);
     assert.ok(error instanceof SbpsTransportError);
     assert.equal(error.kind, 'malformed');
     assert.equal(error.outcomeUnknown, true);
 
     script = [ok('ST02-00303-101')];
-    const crossed = await client().commit({ trackingId: '1' }).catch((e: unknown) => e);
+    const crossed = await client().commit({ payMethod: 'credit', trackingId: '1' }).catch((e: unknown) => e);
     assert.ok(crossed instanceof SbpsTransportError);
     assert.match(crossed.message, /answer is for ST02-00303-101/);
   });
 
   test('401 says what to check, and that nothing happened', async () => {
     script = [status(401)];
-    const error = await client().refund({ trackingId: '1' }).catch((e: unknown) => e);
+    const error = await client().refund({ payMethod: 'credit', trackingId: '1' }).catch((e: unknown) => e);
     assert.ok(error instanceof SbpsTransportError);
     assert.equal(error.kind, 'http');
     assert.equal(error.status, 401);
@@ -220,14 +277,14 @@ describe('answers', () => {
 describe('retries', () => {
   test('inquiry retries a 5xx twice and then succeeds', async () => {
     script = [status(503), status(502), ok(XML_API_REQUEST_IDS.inquiry, '  <res_pay_method_info><payment_status>1</payment_status></res_pay_method_info>\n')];
-    const result = await client().inquiry({ trackingId: '80312789324671' });
+    const result = await client().inquiry({ payMethod: 'credit', trackingId: '80312789324671' });
     assert.equal(result.status, 'authorized');
     assert.equal(seen.length, 3);
   });
 
   test('inquiry gives up after two retries', async () => {
     fallback = status(500);
-    const error = await client().inquiry({ trackingId: '1' }).catch((e: unknown) => e);
+    const error = await client().inquiry({ payMethod: 'credit', trackingId: '1' }).catch((e: unknown) => e);
     assert.ok(error instanceof SbpsTransportError);
     assert.equal(error.status, 500);
     assert.equal(seen.length, 3);
@@ -235,13 +292,13 @@ describe('retries', () => {
 
   test('inquiry does not retry an NG', async () => {
     script = [ng('10112027')];
-    await assert.rejects(client().inquiry({ trackingId: '1' }), SbpsApiError);
+    await assert.rejects(client().inquiry({ payMethod: 'credit', trackingId: '1' }), SbpsApiError);
     assert.equal(seen.length, 1);
   });
 
   test('money operations are never repeated by the client', async () => {
     const api = client();
-    for (const run of [() => api.commit({ trackingId: '1' }), () => api.refund({ trackingId: '1' }), () => api.partialRefund({ trackingId: '1', amount: 1 }), () => api.cancel({ trackingId: '1' })]) {
+    for (const run of [() => api.commit({ payMethod: 'credit', trackingId: '1' }), () => api.refund({ payMethod: 'credit', trackingId: '1' }), () => api.partialRefund({ payMethod: 'credit', trackingId: '1', amount: 1 }), () => api.cancel({ payMethod: 'credit', trackingId: '1' })]) {
       seen.length = 0;
       const error = await run().catch((e: unknown) => e);
       assert.ok(error instanceof SbpsTransportError);
@@ -253,7 +310,7 @@ describe('retries', () => {
   test('a silent server times out; the refund is not repeated', async () => {
     script = [() => undefined]; // never answers
     const started = Date.now();
-    const error = await client({ timeoutMs: 150 }).refund({ trackingId: '1' }).catch((e: unknown) => e);
+    const error = await client({ timeoutMs: 150 }).refund({ payMethod: 'credit', trackingId: '1' }).catch((e: unknown) => e);
     assert.ok(error instanceof SbpsTransportError);
     assert.equal(error.kind, 'timeout');
     assert.equal(error.outcomeUnknown, true);
@@ -263,7 +320,7 @@ describe('retries', () => {
   });
 
   test('a refused connection is a network error', async () => {
-    const error = await client({ url: 'http://127.0.0.1:9/api/xmlapi.do' }).cancel({ trackingId: '1' }).catch((e: unknown) => e);
+    const error = await client({ url: 'http://127.0.0.1:9/api/xmlapi.do' }).cancel({ payMethod: 'credit', trackingId: '1' }).catch((e: unknown) => e);
     assert.ok(error instanceof SbpsTransportError);
     assert.equal(error.kind, 'network');
   });

@@ -145,6 +145,9 @@ function verifiedFacts(result: NotificationResult): GatewayFact[] {
 
 const factsOnly = (facts: GatewayFact[]) => facts.map((f) => f.fact);
 
+/** Testpay keys every refund: nothing to mark before sending. */
+const unchecked = { sending: () => Promise.reject(new Error('testpay refunds need no mark')) };
+
 describe('testpay adapter against the testpay sandbox', () => {
   test('offers card and konbini only when enabled', () => {
     assert.deepEqual(provider().methods(settings), ['card', 'konbini']);
@@ -216,8 +219,8 @@ describe('testpay adapter against the testpay sandbox', () => {
     const { a, payUrl } = await started({ amount: 1000 });
     await choose(payUrl, 'card');
 
-    const first = await provider().refund(a, 300, 'refund-key-1');
-    const again = await provider().refund(a, 300, 'refund-key-1');
+    const first = await provider().refund(a, 300, 'refund-key-1', unchecked);
+    const again = await provider().refund(a, 300, 'refund-key-1', unchecked);
     assert.deepEqual(again, first);
     const refunds = first.filter((f) => f.fact.type === 'refunded');
     assert.equal(refunds.length, 1);
@@ -232,10 +235,10 @@ describe('testpay adapter against the testpay sandbox', () => {
     const hook = await eventually(() => webhooksFor(a.attempt.gateway_ref!).find((w) => w.event.type === 'payment.refunded'));
     assert.deepEqual(verifiedFacts(await parse(hook.raw)).map((f) => f.eventKey), [refunds[0]!.eventKey]);
 
-    await assert.rejects(provider().refund(a, 800, 'refund-key-2'), (e: unknown) => e instanceof TestpayApiError && e.status === 422 && e.code === 'amount_exceeds_refundable');
-    await assert.rejects(provider().refund(a, 200, 'refund-key-1'), (e: unknown) => e instanceof TestpayApiError && e.code === 'idempotency_key_reused');
+    await assert.rejects(provider().refund(a, 800, 'refund-key-2', unchecked), (e: unknown) => e instanceof TestpayApiError && e.status === 422 && e.code === 'amount_exceeds_refundable');
+    await assert.rejects(provider().refund(a, 200, 'refund-key-1', unchecked), (e: unknown) => e instanceof TestpayApiError && e.code === 'idempotency_key_reused');
 
-    const rest = await provider().refund(a, 700, 'refund-key-3');
+    const rest = await provider().refund(a, 700, 'refund-key-3', unchecked);
     assert.deepEqual(factsOnly(rest).filter((f) => f.type === 'refunded').map((f) => 'amount' in f && f.amount), [300, 700]);
     assert.equal(((await (await api(`/api/payments/${a.attempt.gateway_ref}`)).json()) as { status: string }).status, 'refunded');
   });

@@ -9,6 +9,8 @@ import * as m0007 from './0007_customer_links.js';
 import * as m0008 from './0008_mail_log_inquiries.js';
 import * as m0009 from './0009_subscriptions.js';
 import * as m0010 from './0010_shipped_changes_index.js';
+import * as m0011 from './0011_payment_operations.js';
+import * as m0012 from './0012_job_lost_runs.js';
 
 /** Every migration, in order. A landed migration is never edited: add the next one. */
 export const migrations: Record<string, Migration> = {
@@ -22,4 +24,6 @@ export const migrations: Record<string, Migration> = {
   '0008_mail_log_inquiries': m0008,
   '0009_subscriptions': m0009,
   '0010_shipped_changes_index': m0010,
+  '0011_payment_operations': m0011,
+  '0012_job_lost_runs': m0012,
 };

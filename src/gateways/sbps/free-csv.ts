@@ -67,7 +67,7 @@ export function buildFreeCsv(input: FreeCsvInput, opts: FreeCsvOptions = {}): st
   return bytes.toString('base64');
 }
 
-function checkValue(key: FreeCsvKey, value: string): void {
+function checkValue(key: string, value: string): void {
   const label = `free_csv.${key}`;
   let position = 0;
   for (const ch of value) {
@@ -75,13 +75,13 @@ function checkValue(key: FreeCsvKey, value: string): void {
     const reason = charProblem(key, ch);
     if (reason !== undefined) throw new SbpsFieldError(label, reason, { code: 'attribute', char: ch, position });
   }
-  const format = DIGIT_FORMATS[key];
+  const format = DIGIT_FORMATS[key as FreeCsvKey];
   if (value !== '' && format !== undefined && !format.pattern.test(value)) {
     throw new SbpsFieldError(label, format.reason, { code: 'format' });
   }
 }
 
-function charProblem(key: FreeCsvKey, ch: string): string | undefined {
+function charProblem(key: string, ch: string): string | undefined {
   if (key === 'MAIL') return MAIL_CHAR.test(ch) ? undefined : 'MAIL takes A-Z a-z 0-9 @ . _ - only';
   if (FORBIDDEN.has(ch)) return "free_csv values cannot contain , ' \" % | & < >";
   const cp = ch.codePointAt(0) ?? 0;
@@ -89,6 +89,22 @@ function charProblem(key: FreeCsvKey, ch: string): string | undefined {
   // Names and addresses reach convenience-store and bank systems that know JIS X 0208 only (UNCONFIRMED
   // for SBPS itself; conservative). A customer named 髙橋 must be written 高橋 here.
   return jisX0208Problem(ch);
+}
+
+/**
+ * The first problem SBPS would find in a free_csv value as received (the simulator's side): Base64
+ * that is malformed (a length that is not a multiple of 4 too), an item that is not KEY=VALUE, or a
+ * value with a character `buildFreeCsv` refuses. Keys outside the samples' list are not refused,
+ * only their values checked: the list is what the samples send, not a definition.
+ */
+export function checkFreeCsv(value: string, opts: FreeCsvOptions = {}): SbpsFieldError | undefined {
+  try {
+    for (const [key, item] of Object.entries(parseFreeCsv(value, opts))) checkValue(key, item);
+    return undefined;
+  } catch (error) {
+    if (error instanceof SbpsFieldError) return error;
+    throw error;
+  }
 }
 
 /** Reads a free_csv value back (the simulator's side). Unknown keys are kept; a later repeat wins. */

@@ -25,6 +25,7 @@ export {
 export { concatForHash, HASH_ENCODING, hashesMatch, sbpsHash, trimForHash, type HashKind } from './hash.js';
 export {
   buildFreeCsv,
+  checkFreeCsv,
   FREE_CSV_BASE64_OF,
   FREE_CSV_KEYS,
   parseFreeCsv,
@@ -55,12 +56,19 @@ export { maskHashKey, verifyReport } from './verify-report.js';
 export { SjisError, sjisByteLength, truncateSjis } from '../common/sjis.js';
 export {
   decodeSbpsErrorCode,
+  SBPS_CAPTURE_AMOUNT_METHODS,
+  SBPS_XML_API_REQUEST_IDS,
   SbpsApiError,
   SbpsTransportError,
+  SbpsUnsupportedError,
   sbpsXmlApi,
+  xmlApiRequestId,
+  type MethodRequestIds,
   type SbpsApiResult,
   type SbpsInquiry,
   type SbpsInquiryState,
+  type SbpsPaymentRef,
   type SbpsXmlApi,
   type SbpsXmlApiOptions,
+  type XmlApiOperation,
 } from './xml-api.js';

@@ -19,7 +19,7 @@ import {
   type RequestFieldName,
   type SbpsLimits,
 } from './fields.js';
-import { buildFreeCsv, type FreeCsvEncoding, type FreeCsvInput } from './free-csv.js';
+import { buildFreeCsv, checkFreeCsv, type FreeCsvEncoding, type FreeCsvInput } from './free-csv.js';
 import { concatForHash, hashesMatch, sbpsHash, sbpsHashOfText, trimForHash } from './hash.js';
 
 export { SbpsFieldError };
@@ -105,7 +105,7 @@ export function preparePurchaseRequest(input: PurchaseRequestInput, opts: Omit<P
     return out;
   });
   const message = { fields, details };
-  const [first] = validateMessage('request', message, opts.limits === undefined ? {} : { limits: opts.limits });
+  const [first] = validateMessage('request', message, { ...(opts.limits === undefined ? {} : { limits: opts.limits }), ...(opts.freeCsvBase64Of === undefined ? {} : { freeCsvBase64Of: opts.freeCsvBase64Of }) });
   if (first !== undefined) throw first;
   return message;
 }
@@ -121,11 +121,16 @@ function prepareValue(def: FieldDef, raw: unknown, label: string, normalise: boo
   return value;
 }
 
-/** Every problem SBPS would report for `msg` as a `kind` message, in field order (the sandbox's check). */
+/**
+ * Every problem SBPS would report for `msg` as a `kind` message, in field order (the sandbox's check).
+ * A defined field missing from `msg.fields` altogether is a problem of its own: the seed says tag
+ * elements must not be removed even when unset (only detail rows may be). A free_csv is decoded and
+ * its items checked (`checkFreeCsv`, over `freeCsvBase64Of`, default `FREE_CSV_BASE64_OF`).
+ */
 export function validateMessage(
   kind: MessageKind,
   msg: SbpsMessage,
-  opts: DetailOptions & { limits?: Partial<SbpsLimits> } = {},
+  opts: DetailOptions & { limits?: Partial<SbpsLimits>; freeCsvBase64Of?: FreeCsvEncoding } = {},
 ): SbpsFieldError[] {
   const errors: SbpsFieldError[] = [];
   const add = (error: SbpsFieldError | undefined): void => {
@@ -136,8 +141,12 @@ export function validateMessage(
       msg.details.forEach((row, i) => {
         for (const def of DETAIL_FIELDS) add(checkField(def, row[def.name as DetailKey] ?? '', opts.limits, `${def.name}[${i + 1}]`));
       });
+    } else if (!Object.hasOwn(msg.fields, slot.name)) {
+      add(new SbpsFieldError(slot.name, 'the element is missing: every field is sent, blank when unset (only detail rows may be left out)', { code: 'required' }));
     } else {
-      add(checkField(slot, msg.fields[slot.name] ?? '', opts.limits));
+      const value = msg.fields[slot.name] ?? '';
+      const problem = checkField(slot, value, opts.limits);
+      add(problem ?? (slot.name === 'free_csv' && value !== '' ? checkFreeCsv(value, opts.freeCsvBase64Of === undefined ? {} : { base64Of: opts.freeCsvBase64Of }) : undefined));
     }
   }
   return errors;

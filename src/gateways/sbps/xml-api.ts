@@ -30,8 +30,14 @@ import { sbpsHash } from './hash.js';
  *   authorisation (ST01-…), a step SBPS's own screen already took for a link payment.
  * - `refund` sends 取消返金要求 ST02-00303-101: it refunds a captured payment in full, and SBPS also
  *   accepts it to void an authorisation. `cancel` sends 与信取消要求 ST02-00305-101 (authorised only).
- * - The inquiry (MG01-00101-101, 決済結果参照) is the credit card's; other methods have their own
- *   request ids at SBPS (e.g. MG01-00101-311 PayPay). The real answer's fields beyond the common ones
+ * - Those are the card's ids (…-101). A tracking id belongs to one payment method (seed 002: "unique
+ *   for each payment method"), and SBPS answers another method's request NG, so every call names the
+ *   `payMethod` the customer paid with (the result CGI's res_pay_method) and the id is taken from
+ *   `SBPS_XML_API_REQUEST_IDS`. Carrier billing and PayPay have one 取消返金要求 that voids or refunds
+ *   in full: no partial refund. Convenience store, Pay-easy and bank transfer have no refund at all.
+ *   An operation a method lacks is refused before anything is sent (`SbpsUnsupportedError`).
+ * - The inquiry (MG01-00101-101, 決済結果参照) is the credit card's; PayPay's is MG01-00101-311 and
+ *   the convenience store's MG01-00101-701. The real answer's fields beyond the common ones
  *   are UNCONFIRMED: public clients read `res_status` and `res_pay_method_info/payment_status`
  *   (1 authorised, 2 captured, 3 cancelled, 4 refunded) and `commit_status`, which SBPS encrypts with
  *   3DES when `encrypted_flg=1`. This client does not send `encrypted_flg` (no 3DES support yet) and
@@ -49,6 +55,7 @@ import { sbpsHash } from './hash.js';
 
 // ---- request ids and error codes ----------------------------------------------------------------
 
+/** The credit card's request ids (method 101). */
 export const XML_API_REQUEST_IDS = {
   /** 売上要求: capture an authorisation (optionally a smaller amount). */
   commit: 'ST02-00201-101',
@@ -64,6 +71,79 @@ export const XML_API_REQUEST_IDS = {
 
 export type XmlApiOperation = keyof typeof XML_API_REQUEST_IDS;
 
+/** The request ids of one payment method; an operation left out is one SBPS does not offer for it. */
+export type MethodRequestIds = Partial<Record<XmlApiOperation, string>>;
+
+/** 取消返金要求 of a method whose one request both voids an authorisation and refunds a sale, in full. */
+const voidOrRefund = (id: string) => ({ refund: id, cancel: id });
+
+/**
+ * Request ids by `pay_method` (reference gateways.md §1.5 and the public SBPS add-on it cites for
+ * §1.6, idx:11219913139, whose table SBPS_REQUEST_ID lists the sales and cancel ids per method):
+ * - card (credit, credit3d, credit3d2): the five above.
+ * - paypay: sales ST02-00201-311, cancel/refund ST02-00303-311, inquiry MG01-00101-311.
+ * - docomo, auone, softbank2: sales ST02-00201-40x, cancel/refund ST02-00303-40x (401, 402, 405).
+ *   No source names their inquiry: MG01-00101-<method code> is the pattern of the three that are
+ *   known (101, 311, 701), UNCONFIRMED — override with `SbpsXmlApiOptions.requestIds`.
+ * - aupay (au PAY): cancel/refund ST02-00303-406 only; inquiry by the same pattern, UNCONFIRMED.
+ * - webcvs: inquiry MG01-00101-701 (the add-on and sbpayment.rb); payeasy (703) and banktransfer
+ *   (702) by the pattern, UNCONFIRMED. The money is paid at a counter: nothing to capture, cancel
+ *   or refund through the API.
+ * Any other method (unionpay, linepay, applepay, rakuten …) has no entry: the sources name no ids
+ * kessai could send for it, and a card id would only be answered NG.
+ */
+export const SBPS_XML_API_REQUEST_IDS: Readonly<Record<string, MethodRequestIds>> = {
+  credit: XML_API_REQUEST_IDS,
+  credit3d: XML_API_REQUEST_IDS,
+  credit3d2: XML_API_REQUEST_IDS,
+  paypay: { commit: 'ST02-00201-311', ...voidOrRefund('ST02-00303-311'), inquiry: 'MG01-00101-311' },
+  docomo: { commit: 'ST02-00201-401', ...voidOrRefund('ST02-00303-401'), inquiry: 'MG01-00101-401' },
+  auone: { commit: 'ST02-00201-402', ...voidOrRefund('ST02-00303-402'), inquiry: 'MG01-00101-402' },
+  softbank2: { commit: 'ST02-00201-405', ...voidOrRefund('ST02-00303-405'), inquiry: 'MG01-00101-405' },
+  aupay: { ...voidOrRefund('ST02-00303-406'), inquiry: 'MG01-00101-406' },
+  webcvs: { inquiry: 'MG01-00101-701' },
+  banktransfer: { inquiry: 'MG01-00101-702' },
+  payeasy: { inquiry: 'MG01-00101-703' },
+};
+
+/** Methods whose capture may name a smaller amount (pay_option_manage/amount): the card's only. */
+export const SBPS_CAPTURE_AMOUNT_METHODS: ReadonlySet<string> = new Set(['credit', 'credit3d', 'credit3d2']);
+
+const PAID_AT_A_COUNTER: ReadonlySet<string> = new Set(['webcvs', 'payeasy', 'banktransfer']);
+
+const OPERATION_NAMES: Record<XmlApiOperation, string> = { commit: 'capture', refund: 'refund', partialRefund: 'partial refund', cancel: 'cancel', inquiry: 'inquiry' };
+
+/** SBPS offers no such request for the payment's method: nothing was sent. */
+export class SbpsUnsupportedError extends Error {
+  override name = 'SbpsUnsupportedError';
+  constructor(
+    readonly payMethod: string,
+    readonly operation: XmlApiOperation,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * The request id of `operation` for a payment made with `payMethod`, or `SbpsUnsupportedError`
+ * saying why there is none. `overrides` are merged over `SBPS_XML_API_REQUEST_IDS` id by id.
+ */
+export function xmlApiRequestId(payMethod: string, operation: XmlApiOperation, overrides: Readonly<Record<string, MethodRequestIds>> = {}): string {
+  const own = (table: Readonly<Record<string, MethodRequestIds>>): MethodRequestIds | undefined => (Object.hasOwn(table, payMethod) ? table[payMethod] : undefined);
+  const ids: MethodRequestIds = { ...own(SBPS_XML_API_REQUEST_IDS), ...own(overrides) };
+  const id = ids[operation];
+  if (id !== undefined) return id;
+  const what = `SBPS has no ${OPERATION_NAMES[operation]} request for ${payMethod || '(unknown method)'} payments`;
+  let why: string;
+  if (!payMethod) why = 'the payment method is not known, and the request id depends on it';
+  else if (Object.keys(ids).length === 0) why = `kessai knows no XML API request ids for "${payMethod}" (pass requestIds to sbpsXmlApi once SBPS's manual gives them)`;
+  else if (PAID_AT_A_COUNTER.has(payMethod)) why = 'the customer paid at a counter or by bank: pay the money back outside SBPS (e.g. by bank transfer)';
+  else if (operation === 'partialRefund') why = `SBPS cancels or refunds a ${payMethod} payment only in full (${ids.refund ?? ids.cancel ?? '?'})`;
+  else why = `the public sources name no such request id for ${payMethod}`;
+  throw new SbpsUnsupportedError(payMethod, operation, `${what}: ${why}`);
+}
+
 /** 確定要求: confirms an API-type authorisation; not used for link-type payments (see above). */
 export const XML_API_CONFIRM_REQUEST_ID = 'ST02-00101-101';
 
@@ -74,9 +154,11 @@ const METHOD_NAMES: Record<string, string> = {
   '306': 'PayPal',
   '307': 'Yahoo!ウォレット(デジコン)',
   '309': 'リクルート',
+  '311': 'PayPay',
   '401': 'docomo',
   '402': 'au',
   '405': 'SoftBank まとめて支払い(B)',
+  '406': 'au PAY',
   '513': 'prepaid',
   '701': 'Web convenience store',
   '702': 'bank transfer (総合振込)',
@@ -525,6 +607,11 @@ export interface SbpsXmlApiOptions {
   inquiryRetryDelaysMs?: readonly number[];
   /** The clock for request_date and processing_datetime (tests). */
   now?: () => Date;
+  /**
+   * Request ids by pay_method, merged over `SBPS_XML_API_REQUEST_IDS` id by id: for the ids the
+   * public sources do not confirm (the carriers' inquiries), once the contract's manual names them.
+   */
+  requestIds?: Readonly<Record<string, MethodRequestIds>>;
 }
 
 export interface SbpsApiResult {
@@ -585,17 +672,29 @@ export interface SbpsInquiry extends SbpsApiResult {
   fromSandbox: boolean;
 }
 
+/** A payment at SBPS: its tracking id, and the method it was paid with, which chooses the request id. */
+export interface SbpsPaymentRef {
+  /** res_tracking_id of the result CGI. */
+  trackingId: string;
+  /** The pay_method the customer paid with: the result CGI's res_pay_method (credit, paypay, docomo …). */
+  payMethod: string;
+}
+
+/**
+ * Ids below are the card's; every call sends its method's (`SBPS_XML_API_REQUEST_IDS`) and rejects
+ * with `SbpsUnsupportedError`, sending nothing, when the method has no such request.
+ */
 export interface SbpsXmlApi {
-  /** 売上要求 (ST02-00201-101): captures an authorisation, in full or `amount` of it. Never retried. */
-  commit(input: { trackingId: string; amount?: number }): Promise<SbpsApiResult>;
+  /** 売上要求 (ST02-00201-101): captures an authorisation, in full or (cards only) `amount` of it. Never retried. */
+  commit(input: SbpsPaymentRef & { amount?: number }): Promise<SbpsApiResult>;
   /** 取消返金要求 (ST02-00303-101): refunds a captured payment in full. Never retried. */
-  refund(input: { trackingId: string }): Promise<SbpsApiResult>;
+  refund(input: SbpsPaymentRef): Promise<SbpsApiResult>;
   /** 部分返金要求 (ST02-00307-101): refunds `amount` of a captured payment. Never retried. */
-  partialRefund(input: { trackingId: string; amount: number }): Promise<SbpsApiResult>;
+  partialRefund(input: SbpsPaymentRef & { amount: number }): Promise<SbpsApiResult>;
   /** 与信取消要求 (ST02-00305-101): voids an authorisation. Never retried. */
-  cancel(input: { trackingId: string }): Promise<SbpsApiResult>;
+  cancel(input: SbpsPaymentRef): Promise<SbpsApiResult>;
   /** 決済結果参照要求 (MG01-00101-101): reads the payment back; retried on network errors and 5xx. */
-  inquiry(input: { trackingId: string }): Promise<SbpsInquiry>;
+  inquiry(input: SbpsPaymentRef): Promise<SbpsInquiry>;
 }
 
 const TRACKING_ID = /^[0-9A-Za-z]{1,32}$/;
@@ -620,8 +719,8 @@ export function sbpsXmlApi(opts: SbpsXmlApiOptions): SbpsXmlApi {
   };
 
   /** One POST: the document out, the answer's fields back, NG as SbpsApiError. */
-  async function send(operation: XmlApiOperation, entries: XmlEntry[]): Promise<SbpsApiResult> {
-    const requestId = XML_API_REQUEST_IDS[operation];
+  async function send(operation: XmlApiOperation, payMethod: string, entries: XmlEntry[]): Promise<SbpsApiResult> {
+    const requestId = xmlApiRequestId(payMethod, operation, opts.requestIds);
     const body = encodeXmlApiRequest(requestId, entries, opts.hashKey);
     const fail = (kind: SbpsTransportErrorKind, message: string, status?: number, cause?: unknown): SbpsTransportError =>
       new SbpsTransportError(kind, `SBPS ${operation} (${requestId}): ${message}`, operation, requestId, status, cause === undefined ? undefined : { cause });
@@ -683,38 +782,43 @@ export function sbpsXmlApi(opts: SbpsXmlApiOptions): SbpsXmlApi {
   ];
 
   return {
-    async commit({ trackingId, amount }) {
+    async commit({ trackingId, payMethod, amount }) {
       checkTrackingId(trackingId);
       if (amount !== undefined) checkAmount(amount);
+      xmlApiRequestId(payMethod, 'commit', opts.requestIds);
+      if (amount !== undefined && !SBPS_CAPTURE_AMOUNT_METHODS.has(payMethod)) {
+        // The sources show pay_option_manage/amount on the card's sales request only.
+        throw new SbpsUnsupportedError(payMethod, 'commit', `SBPS takes a capture amount for card payments only: capture a ${payMethod} authorisation in full (no amount)`);
+      }
       const at = jstTimestamp(now());
-      return send('commit', [...head(trackingId), ['processing_datetime', at], ...(amount === undefined ? [] : [['pay_option_manage.amount', String(amount)] as const]), ['request_date', at]]);
+      return send('commit', payMethod, [...head(trackingId), ['processing_datetime', at], ...(amount === undefined ? [] : [['pay_option_manage.amount', String(amount)] as const]), ['request_date', at]]);
     },
 
-    async refund({ trackingId }) {
+    async refund({ trackingId, payMethod }) {
       checkTrackingId(trackingId);
       const at = jstTimestamp(now());
-      return send('refund', [...head(trackingId), ['processing_datetime', at], ['request_date', at]]);
+      return send('refund', payMethod, [...head(trackingId), ['processing_datetime', at], ['request_date', at]]);
     },
 
-    async partialRefund({ trackingId, amount }) {
+    async partialRefund({ trackingId, payMethod, amount }) {
       checkTrackingId(trackingId);
       checkAmount(amount);
       const at = jstTimestamp(now());
-      return send('partialRefund', [...head(trackingId), ['processing_datetime', at], ['pay_option_manage.amount', String(amount)], ['request_date', at]]);
+      return send('partialRefund', payMethod, [...head(trackingId), ['processing_datetime', at], ['pay_option_manage.amount', String(amount)], ['request_date', at]]);
     },
 
-    async cancel({ trackingId }) {
+    async cancel({ trackingId, payMethod }) {
       checkTrackingId(trackingId);
       const at = jstTimestamp(now());
-      return send('cancel', [...head(trackingId), ['processing_datetime', at], ['request_date', at]]);
+      return send('cancel', payMethod, [...head(trackingId), ['processing_datetime', at], ['request_date', at]]);
     },
 
-    async inquiry({ trackingId }) {
+    async inquiry({ trackingId, payMethod }) {
       checkTrackingId(trackingId);
       // Reading is safe to repeat: retry what may be passing (network, time-out, 5xx), never an NG.
       for (let attempt = 0; ; attempt++) {
         try {
-          const result = await send('inquiry', [...head(trackingId), ['request_date', jstTimestamp(now())]]);
+          const result = await send('inquiry', payMethod, [...head(trackingId), ['request_date', jstTimestamp(now())]]);
           return inquiryResult(result);
         } catch (error) {
           const passing = error instanceof SbpsTransportError && (error.kind === 'network' || error.kind === 'timeout' || (error.kind === 'http' && (error.status ?? 0) >= 500));

@@ -41,6 +41,12 @@ export function adminRoutes(p: Payments): FastifyPluginAsync {
     });
     const security = [{ admin: [] }];
     const idParams = z.object({ id: z.string() });
+    // A money request sent again with the same key (a retry after a lost answer, a double click) answers the first one's job.
+    const operationHeaders = z.object({ 'idempotency-key': z.string().optional().describe('Repeat a request safely: the same key answers the job queued the first time (1–255 visible ASCII characters)') });
+    const idempotencyKey = (headers: Record<string, string | string[] | undefined>) => {
+      const key = headers['idempotency-key'];
+      return Array.isArray(key) ? key[0] : key;
+    };
 
     app.get('/orders', { schema: { tags: ['admin'], security, summary: 'Orders, newest first', querystring: doc(orderQuery) } }, async (request) => {
       const q = parseInput(orderQuery, request.query);
@@ -55,15 +61,15 @@ export function adminRoutes(p: Payments): FastifyPluginAsync {
     });
 
     for (const kind of ['capture', 'refund'] as const) {
-      app.post(`/orders/:id/${kind}`, { schema: { tags: ['admin'], security, summary: `Queue a ${kind} of an explicit amount at the gateway`, body: doc(amountBody) } }, async (request, reply) => {
+      app.post(`/orders/:id/${kind}`, { schema: { tags: ['admin'], security, summary: `Queue a ${kind} of an explicit amount at the gateway`, body: doc(amountBody), headers: doc(operationHeaders) } }, async (request, reply) => {
         const { id } = parseInput(idParams, request.params);
         const { amount } = parseInput(amountBody, request.body);
-        return reply.status(202).send(await requestOperation(p, id, { kind, amount }));
+        return reply.status(202).send(await requestOperation(p, id, { kind, amount }, idempotencyKey(request.headers)));
       });
     }
-    app.post('/orders/:id/cancel', { schema: { tags: ['admin'], security, summary: 'Queue a cancel of an unpaid or authorized payment at the gateway' } }, async (request, reply) => {
+    app.post('/orders/:id/cancel', { schema: { tags: ['admin'], security, summary: 'Queue a cancel of an unpaid or authorized payment at the gateway', headers: doc(operationHeaders) } }, async (request, reply) => {
       const { id } = parseInput(idParams, request.params);
-      return reply.status(202).send(await requestOperation(p, id, { kind: 'cancel' }));
+      return reply.status(202).send(await requestOperation(p, id, { kind: 'cancel' }, idempotencyKey(request.headers)));
     });
     const eventBody = z.strictObject({ event: z.enum(OPERATOR_EVENTS, { error: `must be one of ${OPERATOR_EVENTS.join(', ')}` }) });
     app.post('/orders/:id/events', { schema: { tags: ['admin'], security, summary: 'Ship, complete, or release a held order', body: doc(eventBody) } }, async (request) => {
@@ -94,7 +100,7 @@ export function adminRoutes(p: Payments): FastifyPluginAsync {
     });
     app.post('/jobs/:id/retry', { schema: { tags: ['admin'], security, summary: 'Run a dead job again' } }, async (request) => {
       const { id } = parseInput(idParams, request.params);
-      if (!(await retryJob(ctx.db, id))) throw new KessaiError('not_retryable', `job ${id} does not exist or is running or done`, 409);
+      if (!(await retryJob(ctx, id))) throw new KessaiError('not_retryable', `job ${id} does not exist or is running or done`, 409);
       return { id, state: 'pending' };
     });
     const mailLogQuery = z.strictObject({
