@@ -178,13 +178,17 @@ export class Dispatcher {
       let jobs: Job[];
       if (this.ctx.engine === 'postgres') {
         // One statement; SKIP LOCKED lets concurrent workers pass over each other's rows instead
-        // of waiting for them or taking them twice.
+        // of waiting for them or taking them twice. The pick is a materialized CTE, run exactly once:
+        // as an IN (subquery) PostgreSQL may run it again, and with SKIP LOCKED a second run finds
+        // other rows, so more than `limit` jobs could be claimed (as serial-codes.ts saw).
         jobs = await tx
+          .with(
+            (cte) => cte('picked').materialized(),
+            (db) => db.selectFrom('jobs').select('id').where(due).orderBy('run_at').limit(limit).forUpdate().skipLocked(),
+          )
           .updateTable('jobs')
           .set(lock)
-          .where('id', 'in', (eb) =>
-            eb.selectFrom('jobs').select('id').where(due).orderBy('run_at').limit(limit).forUpdate().skipLocked(),
-          )
+          .where('id', 'in', (eb) => eb.selectFrom('picked').select('picked.id'))
           .returningAll()
           .execute();
       } else {

@@ -68,8 +68,12 @@ function payLaterDetails(payment: KomojuPayment): Record<string, unknown> {
 }
 
 /**
- * KOMOJU's payment object as facts. `pending` says nothing yet; `failed` is not an API status
- * (gateways.md §5) and a failed card try leaves the session open for another, so it is no fact either.
+ * KOMOJU's payment object as facts. A pending card payment says nothing yet; `failed` is not an API
+ * status (gateways.md §5) and a failed card try leaves the session open for another, so it is no
+ * fact either. A konbini, bank transfer or Pay-easy payment waits for the customer whether KOMOJU
+ * shows it `authorized` (its current documents) or `pending` (older samples; gateways.md §5: treat
+ * both as unpaid): either way the customer holds a slip, and the order must wait for it rather than
+ * expire with its reservation.
  */
 export function paymentFacts(payment: KomojuPayment, merchantRef: string, sessionAmount?: number): GatewayFact[] {
   const amount = orderAmountOf(payment, sessionAmount);
@@ -79,6 +83,8 @@ export function paymentFacts(payment: KomojuPayment, merchantRef: string, sessio
   const money = amount !== undefined && Number.isSafeInteger(amount) && amount > 0 ? amount : 1;
   const method = payment.payment_details?.type ?? '';
   switch (payment.status) {
+    case 'pending':
+      return PAY_LATER.has(method) ? [at('awaiting', { type: 'awaiting_payment', amount: money }, payLaterDetails(payment))] : [];
     case 'authorized':
       return PAY_LATER.has(method)
         ? [at('awaiting', { type: 'awaiting_payment', amount: money }, payLaterDetails(payment))]
@@ -258,7 +264,8 @@ export function komojuProvider(opts: { fetchImpl?: typeof fetch; timeoutMs?: num
       const client = api(a.settings);
       if (!found.payment) {
         if (!found.session || found.session.status !== 'pending') return factsOf(a, found);
-        const cancelled = await guarded('session cancel', () => client.sessions.cancel(found.session!.id, { idempotencyKey }));
+        // A key names one request: the session's cancel and the payment's (below) get their own.
+        const cancelled = await guarded('session cancel', () => client.sessions.cancel(found.session!.id, { idempotencyKey: `${idempotencyKey}:session` }));
         return factsOf(a, { session: cancelled, payment: cancelled.payment ?? undefined });
       }
       if (found.payment.status !== 'pending' && found.payment.status !== 'authorized') return factsOf(a, found);

@@ -168,7 +168,15 @@ describe('KOMOJU payment objects as facts', () => {
     ]);
   });
 
-  test('pending says nothing; cancelled and expired end the attempt', () => {
+  test('a konbini slip KOMOJU shows as pending (older samples) waits for the customer too, as the same fact', () => {
+    const slip = { total: 3190, payment_method_fee: 190, payment_deadline: '2026-11-26T14:59:59Z', payment_details: { type: 'konbini', store: 'lawson', confirmation_code: '1234', receipt: 'R-1' } };
+    const pending = paymentFacts(payment({ status: 'pending', ...slip }), 'ref');
+    const authorized = paymentFacts(payment({ status: 'authorized', ...slip }), 'ref');
+    assert.deepEqual(pending.map((f) => [f.eventKey, f.fact]), [['pay_1:awaiting', { type: 'awaiting_payment', amount: 3000 }]]);
+    assert.deepEqual(pending.map((f) => f.eventKey), authorized.map((f) => f.eventKey), 'a later authorized is the same news');
+  });
+
+  test('a pending card says nothing; cancelled and expired end the attempt', () => {
     assert.deepEqual(paymentFacts(payment({ status: 'pending' }), 'ref'), []);
     assert.deepEqual(paymentFacts(payment({ status: 'cancelled' }), 'ref').map((f) => [f.eventKey, f.fact.type]), [['pay_1:cancelled', 'cancelled']]);
     assert.deepEqual(paymentFacts(payment({ status: 'expired' }), 'ref').map((f) => [f.eventKey, f.fact.type]), [['pay_1:expired', 'expired']]);
