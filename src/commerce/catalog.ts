@@ -172,6 +172,8 @@ export interface Basket {
   kinds: readonly string[];
   /** SKU codes of subscription products (renewed later with the member's saved payment). */
   subscriptions: readonly string[];
+  /** The highest unit price among the lines (some gateways limit a line's price). */
+  maxUnitPrice: number;
 }
 
 /**
@@ -188,6 +190,7 @@ export async function basketOf(ctx: Context, shopId: string, lines: readonly { s
     total: known.reduce((sum, l) => sum + l.item.price * l.quantity, 0),
     kinds: [...new Set(known.map((l) => l.item.kind))],
     subscriptions: known.filter((l) => l.item.recurringIntervalMonths !== null).map((l) => l.item.code),
+    maxUnitPrice: Math.max(0, ...known.map((l) => l.item.price)),
     unknown: lines.flatMap((l, i) => (items.has(l.sku) ? [] : [i])),
   };
 }

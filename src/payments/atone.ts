@@ -38,9 +38,12 @@ function setting(settings: ShopSettings, key: string): string {
 
 const reply = (status: number, body: string): GatewayReply => ({ status, contentType: 'text/plain; charset=utf-8', body });
 
+/** atone refuses a longer item_name (EATN0338); the name is shown to the customer, not compared on read-back. */
+const ATONE_ITEM_NAME_MAX = 100;
+
 /** The payment object's items for an order: what 取引参照 must give back, line for line. */
 function atoneLines(a: AttemptContext) {
-  return a.order.lines.map((l, i) => ({ id: `line${i + 1}`, name: l.name, unitPrice: l.unitPrice, quantity: l.quantity }));
+  return a.order.lines.map((l, i) => ({ id: `line${i + 1}`, name: [...l.name].slice(0, ATONE_ITEM_NAME_MAX).join(''), unitPrice: l.unitPrice, quantity: l.quantity }));
 }
 
 /**
@@ -96,7 +99,10 @@ export function atoneProvider(opts: { fetchImpl?: typeof fetch; timeoutMs?: numb
       shop_transaction_no: a.attempt.merchant_ref,
       items: atoneLines(a).map((l) => ({ shop_item_id: l.id, item_price: l.unitPrice, item_count: l.quantity })),
     });
-    if (problems.length > 0) {
+    // Checked when the payment is first accepted. Once accepted the order may change (an operator's
+    // edit) before atone's transaction is updated, and a later read-back must not take that for a
+    // tampered payment and refund the customer in full.
+    if (problems.length > 0 && a.attempt.state === 'pending') {
       // Refunded in full (repeating it cannot refund twice: the client reads the transaction back).
       if (state !== 'refunded') await api(a.settings).refund(t.id);
       return [{ ...base, eventKey: key('inconsistent'), fact: { type: 'failed', reason: `atone transaction does not match the order, refunded at atone: ${problems.join('; ')}` } }];
@@ -119,6 +125,9 @@ export function atoneProvider(opts: { fetchImpl?: typeof fetch; timeoutMs?: numb
     name: 'atone',
     // EATN0331: amount ≥ 1 (the seed's 下限金額 1円).
     minAmount: 1,
+    // amount 1–7 digits (EATN0331), item_price at most 6 digits (EATN0339).
+    maxAmount: 9_999_999,
+    maxUnitPrice: 999_999,
 
     methods(settings) {
       if (settings['atone.enabled'] !== true) return [];

@@ -71,6 +71,9 @@ export interface PaymentProvider {
   readonly name: string;
   /** The smallest order total, in yen, the gateway takes (atone: 1); a smaller basket is not offered it. */
   readonly minAmount?: number;
+  /** The largest order total and unit price, in yen, the gateway takes; a basket beyond them is not offered it. */
+  readonly maxAmount?: number;
+  readonly maxUnitPrice?: number;
   /** Methods this provider offers with the given shop settings ([] when it is not configured). */
   methods(settings: ShopSettings): string[];
   /** Starts paying for an attempt; may call the gateway (e.g. create a session). */

@@ -36,9 +36,13 @@ export interface Payments {
 function unusableBecause(p: Payments, provider: string, settings: ShopSettings, basket: Basket): string | undefined {
   const yen = (n: number) => `${n.toLocaleString('ja-JP')} yen`;
   const min = Math.max(Number(settings[`${provider}.minAmount`] ?? 0), p.providers.get(provider)?.minAmount ?? 0);
-  const max = settings[`${provider}.maxAmount`] === undefined ? Infinity : Number(settings[`${provider}.maxAmount`]);
+  const gateway = p.providers.get(provider);
+  const max = Math.min(settings[`${provider}.maxAmount`] === undefined ? Infinity : Number(settings[`${provider}.maxAmount`]), gateway?.maxAmount ?? Infinity);
   if (basket.total < min) return `${provider} takes orders from ${yen(min)}; this order is ${yen(basket.total)}`;
   if (basket.total > max) return `${provider} takes orders up to ${yen(max)}; this order is ${yen(basket.total)}`;
+  if (gateway?.maxUnitPrice !== undefined && basket.maxUnitPrice > gateway.maxUnitPrice) {
+    return `${provider} takes items priced up to ${yen(gateway.maxUnitPrice)}; this order has one at ${yen(basket.maxUnitPrice)}`;
+  }
   const forTickets = settings['payments.ticketProviders'];
   if (basket.kinds.includes('ticket') && typeof forTickets === 'string' && forTickets && !forTickets.split(',').includes(provider)) {
     return `${provider} is not offered for tickets (offered: ${forTickets.split(',').join(', ')})`;
@@ -90,11 +94,12 @@ export async function orderBasket(p: Payments, order: Order): Promise<Basket> {
     .selectFrom('order_lines')
     .innerJoin('skus', 'skus.id', 'order_lines.sku_id')
     .innerJoin('products', 'products.id', 'skus.product_id')
-    .select(['order_lines.product_kind', 'skus.code', 'products.recurring_interval_months'])
+    .select(['order_lines.product_kind', 'order_lines.unit_price', 'skus.code', 'products.recurring_interval_months'])
     .where('order_lines.order_id', '=', order.id)
     .execute();
   return {
     total: order.total,
+    maxUnitPrice: Math.max(0, ...lines.map((l) => l.unit_price)),
     kinds: [...new Set(lines.map((l) => l.product_kind))],
     subscriptions: lines.filter((l) => l.recurring_interval_months !== null).map((l) => l.code),
   };

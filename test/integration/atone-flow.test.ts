@@ -93,6 +93,22 @@ forEachEngine('atone through the store', (engine) => {
     });
   });
 
+  it('atone is not offered for an item priced beyond its limit; a long item name is shortened, and the payment goes through', async () => {
+    const dear = await product(store, 5, 1_000_000);
+    const methods = (await (await fetch(`${store.url}/api/shops/default/payment-methods?lines=${dear}:1`)).json()) as { providers: { provider: string }[] };
+    assert.ok(!methods.providers.some((m) => m.provider === 'atone'), 'item_price has at most 6 digits at atone');
+    assert.ok(methods.providers.some((m) => m.provider === 'testpay'));
+
+    const code = `atone-${randomBytes(4).toString('hex')}`;
+    await createProduct(store.rt.ctx, 'default', { code, name: `限定`.repeat(75), kind: 'ticket', price: 1200, stock: 5 });
+    const { config, token } = await orderOnPage(store, code);
+    assert.equal([...config.payment.items[0]!.item_name].length, 100, 'cut to what atone takes');
+    const succeeded = (await runAtoneModal(store, config)).find((m) => m.event === 'succeeded');
+    assert.ok(succeeded?.response?.id, 'atone accepted the payment');
+    assert.equal((await callback(store, config, { event: 'succeeded', transactionId: succeeded.response.id })).status, 200);
+    assert.equal((await view(store, token)).state, 'paid');
+  });
+
   it('a transaction id that is not this order\'s is refused and changes nothing', async () => {
     const first = await orderOnPage(store, await product(store, 5, 1000));
     const messages = await runAtoneModal(store, first.config);

@@ -13,6 +13,7 @@ import { createProduct } from '../../src/commerce/catalog.js';
 import { jstDate } from '../../src/commerce/serial-codes.js';
 import { setShopSettings } from '../../src/commerce/shops.js';
 import { enqueue } from '../../src/jobs/outbox.js';
+import { memberToken } from '../../src/payments/claims.js';
 import { atoneApiOf, atoneCallback, runAtoneModal, setAtoneFaults, type AtoneModalConfig } from '../helpers/atone.js';
 import { FormClient } from '../helpers/browser.js';
 import { forEachEngine } from '../helpers/db.js';
@@ -200,6 +201,13 @@ forEachEngine('atone order edits', (engine) => {
       assert.match(settle.last_error ?? '', /could not be updated/);
     }, 10_000);
     assert.equal((await atoneApiOf(store).reference(transactionId)).sales_settled, false);
+
+    // The hourly re-check of a paid order reads the transaction back: its items now differ from the
+    // edited order, which must not be taken for a tampered payment and refunded in full.
+    await store.rt.jobs.get('payment.check-paid')!.run({ attemptId: attempt.id }, { ctx: store.rt.ctx, jobId: 'by-hand', attempt: 1, signal: new AbortController().signal, log: store.rt.ctx.log });
+    const after = await atoneApiOf(store).reference(transactionId);
+    assert.ok(!after.amount_refund_total, `atone was not asked to refund (${JSON.stringify(after.amount_refund_total)})`);
+    assert.equal((await attemptOf(store, placed.orderId)).attempt.refunded_amount, 0);
   });
 
   it('an edit of an order paid with another gateway refunds the difference; the order stays paid and ships', async () => {
@@ -235,6 +243,22 @@ forEachEngine('atone subscriptions', (engine) => {
   });
   after(async () => {
     await store?.close();
+  });
+
+  it("an unsigned 認証Webhook (atone.webhookChecksum off) does not replace a member's saved token", async () => {
+    const box = await product(store, 2980, { recurring: 1 });
+    const bought = await memberBuys(store, customerId, box);
+    const saved = await memberToken(store.rt.payments, customerId, 'atone');
+    assert.ok(saved, 'the token was kept from the order page');
+    const { attempt } = await attemptOf(store, bought.orderId);
+    // Anyone who knows an order's reference could send this: later charges would go to their token.
+    const res = await fetch(`${store.url}/webhooks/atone/default/member`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ shop_transaction_no: attempt.merchant_ref, authentication_token: 'tk_forgedforgedforged0001', user_no: 'someone' }),
+    });
+    assert.equal(res.status, 200);
+    assert.equal(await memberToken(store.rt.payments, customerId, 'atone'), saved);
   });
 
   it('a member pays a recurring product with atone: a subscription; when due, the renewal is registered with the token and option 1 and paid', async () => {

@@ -59,7 +59,7 @@ export function atoneRoutes(p: Payments): FastifyPluginAsync {
           return { refused: { status: 401, body: 'invalid Np-Confirmation-Checksum' } };
         }
         try {
-          return { claim: parseAtoneWebhook(rawBody) };
+          return { claim: parseAtoneWebhook(rawBody), checked: typeof scheme === 'string' && scheme !== 'off' };
         } catch (error) {
           return { refused: { status: 400, body: error instanceof Error ? error.message : 'malformed' } };
         }
@@ -86,8 +86,16 @@ export function atoneRoutes(p: Payments): FastifyPluginAsync {
       raw.post('/webhooks/atone/:shopId/member', { schema: { tags: ['gateways'], summary: "atone 認証Webhook: keeps the member's authentication token" }, helmet: false }, async (request, reply) => {
         const { shopId } = parseInput(shopParams, request.params);
         const rawBody = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
-        const { claim, refused } = await read(shopId, rawBody, request.headers['np-confirmation-checksum']);
+        const { claim, refused, checked } = await read(shopId, rawBody, request.headers['np-confirmation-checksum']);
         if (refused) return reply.status(refused.status).type('text/plain').send(refused.body);
+        // A member's token decides whom later charges go to. Unsigned, this webhook could be sent by
+        // anyone who knows an order's reference, and there is nothing to read back: the token is kept
+        // only from a checked webhook, or from the order's own page (its callback carries the order's
+        // secret token).
+        if (!checked) {
+          request.log.warn({ shopId, shopTransactionNo: claim.shopTransactionNo }, 'atone 認証Webhook not checked (atone.webhookChecksum is off): the token is not kept from it');
+          return reply.type('text/plain').send('ok');
+        }
         const attemptId = claim.shopTransactionNo ? await attemptByRef(p, shopId, 'atone', claim.shopTransactionNo) : undefined;
         if (attemptId && claim.authenticationToken) {
           const attempt = await ctx.db.selectFrom('payment_attempts').select('order_id').where('id', '=', attemptId).executeTakeFirstOrThrow();

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { attachOrder } from '../../accounts/orders.js';
-import { catalogItems, listProducts, type CatalogItem } from '../../commerce/catalog.js';
+import { catalogItems, listProducts, type Basket, type CatalogItem } from '../../commerce/catalog.js';
 import { addressInput, includedTax, orderInput } from '../../commerce/orders.js';
 import { DEFAULT_SHOP_ID } from '../../commerce/shops.js';
 import { KessaiError, problemsOf } from '../../errors.js';
@@ -82,16 +82,13 @@ interface PricedLine {
   amount: number;
 }
 
-interface Priced {
+/** The cart at today's prices: a Basket (what decides the payment methods) and what the pages show. */
+interface Priced extends Basket {
   lines: PricedLine[];
   /** Codes in the cart the shop no longer sells. */
   gone: string[];
-  total: number;
   taxes: { rate: number; amount: number; tax: number }[];
   needsAddress: boolean;
-  kinds: string[];
-  /** Codes of subscription products in the cart (only atone with atone.recurring can pay them). */
-  subscriptions: string[];
   /** Lines whose quantity is more than is in stock now, by field name. */
   stock: Errors;
 }
@@ -124,6 +121,7 @@ export function shopRoutes(p: Payments): FastifyPluginAsync {
       needsAddress: lines.some((l) => l.item.kind === 'physical'),
       kinds: [...new Set(lines.map((l) => l.item.kind))],
       subscriptions: lines.filter((l) => l.item.recurringIntervalMonths !== null).map((l) => l.item.code),
+      maxUnitPrice: Math.max(0, ...lines.map((l) => l.item.price)),
       stock,
     };
   }
@@ -133,7 +131,7 @@ export function shopRoutes(p: Payments): FastifyPluginAsync {
     const cart = cookies.cart(request);
     const state = cookies.checkout(request);
     const priced = await price(cart.value);
-    const methods = priced.lines.length > 0 ? await availableMethods(p, shopId, { total: priced.total, kinds: priced.kinds, subscriptions: priced.subscriptions }) : [];
+    const methods = priced.lines.length > 0 ? await availableMethods(p, shopId, priced) : [];
     const s = state.value;
     const next: StepPath =
       cart.damaged || priced.lines.length === 0 || priced.gone.length > 0 || Object.keys(priced.stock).length > 0 ? '/cart'
@@ -350,7 +348,7 @@ export function shopRoutes(p: Payments): FastifyPluginAsync {
       if (!values.provider) return stepPage(reply, flow, '/checkout/payment', 'payment', { values, errors: { provider: 'お支払い方法を選んでください / Choose how to pay' } }, 400);
       try {
         // The same check the order itself gets: a method this basket cannot use is refused with its reason.
-        await assertPayable(p, shopId, { provider: values.provider }, '', { total: flow.priced.total, kinds: flow.priced.kinds, subscriptions: flow.priced.subscriptions });
+        await assertPayable(p, shopId, { provider: values.provider }, '', flow.priced);
       } catch (error) {
         if (!(error instanceof KessaiError) || error.code !== 'invalid_input') throw error;
         return stepPage(reply, flow, '/checkout/payment', 'payment', { values, errors: { provider: `この注文ではご利用いただけません / Not available for this order: ${error.problems[0]?.reason ?? error.message}` } }, 400);
