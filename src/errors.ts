@@ -51,3 +51,11 @@ export function parseInput<S extends z.ZodType>(schema: S, input: unknown, prefi
 export class StopRetrying extends Error {
   override name = 'StopRetrying';
 }
+
+/**
+ * Thrown by a job handler that cannot run yet and did nothing (another job holds what it needs):
+ * the job runs again a little later, and the wait costs none of its attempts.
+ */
+export class RetryLater extends Error {
+  override name = 'RetryLater';
+}

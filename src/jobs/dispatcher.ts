@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { ExpressionBuilder } from 'kysely';
 import type { Context } from '../context.js';
-import { StopRetrying } from '../errors.js';
+import { RetryLater, StopRetrying } from '../errors.js';
 import { insertRow, insertRows } from '../db/insert.js';
 import type { Database, Job } from '../db/schema.js';
 import { newId, nowIso } from '../ids.js';
@@ -35,6 +35,8 @@ interface Claim {
 }
 
 const MAX_ERROR_LENGTH = 2000;
+/** A run that must wait (RetryLater) comes again after 2.5 to 7.5 seconds. */
+const WAIT_MS = 5_000;
 
 export class JobTimeoutError extends Error {
   override name = 'JobTimeoutError';
@@ -312,8 +314,10 @@ export class Dispatcher {
     const now = new Date();
     const at = nowIso(now);
     // A handler that knows a retry could do harm (an outcome it cannot check) stops at once.
-    const exhausted = error instanceof StopRetrying || job.attempts >= (kind?.maxAttempts ?? this.ctx.config.jobMaxAttempts);
-    const retryAt = nowIso(new Date(now.getTime() + retryDelayMs(job.attempts, this.backoffBaseMs, this.backoffCapMs)));
+    // A run that had to wait did nothing: it gives its attempt back and comes again soon.
+    const waiting = error instanceof RetryLater;
+    const exhausted = !waiting && (error instanceof StopRetrying || job.attempts >= (kind?.maxAttempts ?? this.ctx.config.jobMaxAttempts));
+    const retryAt = nowIso(new Date(now.getTime() + (waiting ? WAIT_MS / 2 + retryDelayMs(1, WAIT_MS, WAIT_MS) : retryDelayMs(job.attempts, this.backoffBaseMs, this.backoffCapMs))));
 
     const held = await this.ctx.db.transaction().execute(async (tx) => {
       const result = await tx
@@ -321,7 +325,7 @@ export class Dispatcher {
         .set(
           exhausted
             ? { state: 'dead', last_error: message, finished_at: at, updated_at: at, locked_by: null, locked_until: null }
-            : { state: 'pending', last_error: message, run_at: retryAt, updated_at: at, locked_by: null, locked_until: null },
+            : { state: 'pending', last_error: message, run_at: retryAt, updated_at: at, locked_by: null, locked_until: null, ...(waiting ? { attempts: job.attempts - 1 } : {}) },
         )
         .where(this.held(job))
         .executeTakeFirst();
@@ -351,6 +355,8 @@ export class Dispatcher {
       this.ctx.metrics.jobsProcessed.inc({ kind: job.kind, outcome: 'dead' });
       this.ctx.metrics.jobsDead.inc({ kind: job.kind });
       log.error({ error: message }, 'job dead-lettered: it needs an operator (alert raised)');
+    } else if (waiting) {
+      log.info({ reason: message, retryAt }, 'job waits; it runs again soon');
     } else {
       this.ctx.metrics.jobsProcessed.inc({ kind: job.kind, outcome: 'failed' });
       log.warn({ error: message, retryAt }, 'job failed; will retry');

@@ -3,7 +3,7 @@ import { sql } from 'kysely';
 import type { Context } from '../context.js';
 import { prepared, type Value } from '../db/prepared.js';
 import { nowIso } from '../ids.js';
-import { applyRecordedBatch, eventRow, RECEIVED } from './apply-fact.js';
+import { applyRecorded, applyRecordedBatch, eventRow, RECEIVED } from './apply-fact.js';
 import type { GatewayFact } from './provider.js';
 
 /*
@@ -207,7 +207,9 @@ export async function applyWaiting(ctx: Context, shopId: string, merchantRefs: r
     .orderBy('id')
     .execute();
   const mine = waiting.filter((e) => refs.has((JSON.parse(e.fact ?? '{}') as { merchantRef?: string }).merchantRef ?? '')).map((e) => e.id);
-  for (let i = 0; i < mine.length; i += APPLY_BATCH) await applyRecordedBatch(ctx, mine.slice(i, i + APPLY_BATCH));
+  // One after another, each waiting for a process applying it meanwhile; an event that cannot be
+  // applied throws, so the caller decides nothing on a picture that misses it (and tries again).
+  for (const id of mine) await applyRecorded(ctx, id, 'wait');
 }
 
 /**

@@ -1,7 +1,7 @@
 import type { Context } from '../context.js';
 import { forUpdate, type Db, type Tx } from '../db/index.js';
 import type { PaymentAttempt, PaymentOperationTable } from '../db/schema.js';
-import { invalid, KessaiError, StopRetrying } from '../errors.js';
+import { invalid, KessaiError, RetryLater, StopRetrying } from '../errors.js';
 import { nowIso } from '../ids.js';
 
 /*
@@ -27,10 +27,12 @@ export interface OperationRun {
    * happened, and only a person can find out.
    */
   sending(): Promise<void>;
+  /** The call marked by `sending` was refused outright (the gateway answered no): a later run may send it. */
+  notSent(): Promise<void>;
 }
 
-/** Another operation on the same payment is under way; the dispatcher retries this job later. */
-export class PaymentBusy extends Error {
+/** Another operation on the same payment is under way: this job runs again a little later, at no cost in attempts. */
+export class PaymentBusy extends RetryLater {
   override name = 'PaymentBusy';
 }
 
@@ -42,9 +44,9 @@ export async function beginOperation(ctx: Context, jobId: string, attemptId: str
   const started = await ctx.db.transaction().execute(async (tx) => {
     // The attempt's row serialises the begins of concurrent jobs on PostgreSQL (SQLite has one writer).
     await forUpdate(ctx.engine, tx.selectFrom('payment_attempts').select('id').where('id', '=', attemptId)).executeTakeFirstOrThrow();
-    const mine = await tx.selectFrom('payment_operations').select('state').where('job_id', '=', jobId).executeTakeFirst();
+    const mine = await tx.selectFrom('payment_operations').select(['state', 'created_at']).where('job_id', '=', jobId).executeTakeFirst();
     if (mine?.state === 'done') return false;
-    const other = await tx
+    let others = tx
       .selectFrom('payment_operations')
       .innerJoin('jobs', 'jobs.id', 'payment_operations.job_id')
       .select(['payment_operations.job_id', 'payment_operations.kind'])
@@ -52,8 +54,13 @@ export async function beginOperation(ctx: Context, jobId: string, attemptId: str
       .where('payment_operations.state', '!=', 'done')
       .where('payment_operations.job_id', '!=', jobId)
       // A dead job's operation is over (a person was alerted); a waiting or running one is not.
-      .where('jobs.state', 'in', ['pending', 'running'])
-      .executeTakeFirst();
+      .where('jobs.state', 'in', ['pending', 'running']);
+    // Of two operations both under way (jobs an operator ran again), the older goes first.
+    if (mine) {
+      const { created_at: since } = mine;
+      others = others.where((eb) => eb.or([eb('payment_operations.created_at', '<', since), eb.and([eb('payment_operations.created_at', '=', since), eb('payment_operations.job_id', '<', jobId)])]));
+    }
+    const other = await others.executeTakeFirst();
     if (other) throw new PaymentBusy(`payment ${attemptId} is busy with a ${other.kind} (job ${other.job_id}); this ${kind} runs after it`);
     if (!mine) {
       const at = nowIso();
@@ -73,6 +80,9 @@ export async function beginOperation(ctx: Context, jobId: string, attemptId: str
       if (marked.numUpdatedRows === 0n) {
         throw new StopRetrying(`an earlier run of job ${jobId} already sent this ${kind} of ${amount} yen and its outcome was never recorded; check the gateway's console before doing anything again`);
       }
+    },
+    async notSent() {
+      await ctx.db.updateTable('payment_operations').set({ state: 'started', updated_at: nowIso() }).where('job_id', '=', jobId).where('state', '=', 'sent').execute();
     },
   };
 }

@@ -153,7 +153,7 @@ function inquiryFacts(a: AttemptContext, trackingId: string, inquiry: SbpsInquir
 /**
  * The pay_method the attempt was paid with, which chooses every XML API request id: what SBPS
  * reported (res_pay_method, kept in the attempt's details), else the one method the customer
- * chose in the shop. Empty when neither is known.
+ * chose in the shop, else the card (see below).
  */
 export function sbpsPayMethodOf(a: AttemptContext): string {
   let reported: unknown;
@@ -164,7 +164,9 @@ export function sbpsPayMethodOf(a: AttemptContext): string {
   }
   if (typeof reported === 'string' && reported !== '') return reported;
   const chosen = a.attempt.method ?? '';
-  return chosen.includes(',') ? '' : chosen;
+  // SBPS named no method and the customer chose at SBPS: the one result CGI on record that names
+  // none (gateways.md §1.3, res_pay_method="") was a card payment, so the card's ids are the default.
+  return chosen === '' || chosen.includes(',') ? 'credit' : chosen;
 }
 
 /** Without an SBPS request for the operation nothing can be done by retrying: a person must act. */
@@ -381,7 +383,14 @@ export function sbpsProvider(opts: { fetchImpl?: typeof fetch; timeoutMs?: numbe
         // answer lost, or an earlier run of this job that never recorded it) must not be sent again.
         const uncheckable = before.refundedAmount === undefined;
         if (uncheckable) await run.sending();
-        await guarded('partial refund', () => client.partialRefund({ trackingId, amount }), uncheckable);
+        try {
+          await guarded('partial refund', () => client.partialRefund({ trackingId, amount }), uncheckable);
+        } catch (error) {
+          // Anything but a lost answer (StopRetrying) is SBPS saying no, or the call never leaving:
+          // nothing was refunded, and a later run may send it again.
+          if (uncheckable && !(error instanceof StopRetrying)) await run.notSent();
+          throw error;
+        }
       }
       const total = refundedBefore + amount;
       return [{ merchantRef: a.attempt.merchant_ref, gatewayRef: trackingId, eventKey: `inquiry:${trackingId}:refunded-to:${total}`, fact: { type: 'refunded', amount, refundId: `${trackingId}:refunded-to:${total}` }, payload: { operation: 'refund', amount } }];

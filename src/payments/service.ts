@@ -245,8 +245,8 @@ export async function readBack(p: Payments, attemptId: string, source: FactSourc
 
 /**
  * Reconciliation's check of a payment held as captured (the SBPS cases "unpaid at the gateway ×
- * delivered"): it is read back and applied like any read-back, and if the gateway shows no capture
- * at all (authorised only, waiting for the customer, or nothing it can tell), the two records
+ * delivered"): it is read back and applied like any read-back, and if the gateway states a payment
+ * that is not captured (authorised only, waiting for the customer, cancelled …), the two records
  * disagree in a way no fact can settle — a later authorisation never undoes a capture — so the
  * order is held for a person (or, past holding, an alert raised).
  */
@@ -255,8 +255,10 @@ export async function checkPaid(p: Payments, attemptId: string): Promise<void> {
   if (attempt.state !== 'captured' && attempt.state !== 'partially_refunded') return;
   const facts = await providerFor(p, attempt.provider).readBack(await attemptContext(p, attempt, order));
   await applyFacts(p, attempt, facts, 'readback');
-  if (facts.some((f) => f.fact.type === 'captured' || f.fact.type === 'refunded')) return;
-  const said = facts.map((f) => f.fact.type).join(', ') || 'nothing it could tell';
+  // Nothing the gateway could tell (a status kessai does not know) decides nothing: only a gateway
+  // that states the payment is not captured disagrees.
+  if (facts.length === 0 || facts.some((f) => f.fact.type === 'captured' || f.fact.type === 'refunded')) return;
+  const said = facts.map((f) => f.fact.type).join(', ');
   const reason = `${attempt.provider} does not show payment ${attempt.merchant_ref} as captured (it says: ${said}), while the store holds ${attempt.captured_amount} yen captured`;
   await p.ctx.db.transaction().execute(async (tx) => {
     const current = await lockOrder(p.ctx, tx, order.id);

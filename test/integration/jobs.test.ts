@@ -4,6 +4,7 @@ import { it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadConfig } from '../../src/config.js';
 import type { Context } from '../../src/context.js';
+import { RetryLater } from '../../src/errors.js';
 import { openDatabase, type DatabaseHandle, type Db } from '../../src/db/index.js';
 import type { Job } from '../../src/db/schema.js';
 import { listAlerts, listJobs, resolveAlert, retryJob } from '../../src/jobs/admin.js';
@@ -221,6 +222,33 @@ forEachEngine('jobs', (engine) => {
       assert.equal(await retryJob(ctx, job.id), true);
       assert.equal(await dispatcher.runOnce(), 1);
       assert.equal(runs, 1);
+      assert.equal((await onlyJob(db)).state, 'done');
+    }));
+
+  it('a run that must wait (RetryLater) comes again soon and costs no attempt, even a job on its last one', () =>
+    withDatabase(engine, async ({ handle: { db } }, ctx) => {
+      let busy = true;
+      const registry = new JobRegistry().register({
+        kind: 'payment.refund',
+        async run() {
+          if (busy) throw new RetryLater('payment pay_1 is busy with a capture');
+        },
+      });
+      const dispatcher = new Dispatcher(ctx, registry, { backoffBaseMs: 1, backoffCapMs: 1 });
+      await enqueue(db, { kind: 'payment.refund', payload: {} });
+      // Run again by an operator after it died: its attempts are used up.
+      await db.updateTable('jobs').set({ attempts: ctx.config.jobMaxAttempts }).execute();
+      const before = Date.now();
+      assert.equal(await dispatcher.runOnce(), 1);
+      const waiting = await onlyJob(db);
+      assert.deepEqual([waiting.state, waiting.attempts], ['pending', ctx.config.jobMaxAttempts], 'not dead, and the attempt given back');
+      const wait = Date.parse(waiting.run_at) - before;
+      assert.ok(wait >= 2_000 && wait <= 8_000, `runs again in a few seconds (${wait} ms)`);
+      assert.deepEqual(await listAlerts(db, { open: true }), []);
+
+      busy = false;
+      await db.updateTable('jobs').set({ run_at: '2000-01-01T00:00:00.000Z' }).execute();
+      assert.equal(await dispatcher.runOnce(), 1);
       assert.equal((await onlyJob(db)).state, 'done');
     }));
 

@@ -102,26 +102,29 @@ forEachEngine('reconciliation', (engine) => {
     const { ctx } = store.rt;
     const { db } = ctx;
     const run = (kind: string, payload: unknown) => store.rt.jobs.get(kind)!.run(payload, { ctx, jobId: 'by-hand', attempt: 1, signal: new AbortController().signal, log: ctx.log });
-    const checkout = () => createOrder(ctx, { shop: 'default', customer: { email: 'check@example.jp', name: '高橋' }, lines: [{ sku: 'demo-ticket', quantity: 1 }], payment: { provider: 'testpay' } });
     const hourAgo = nowIso(new Date(Date.now() - 70 * 60_000));
+    /** An order through the API, and the customer's choice on the gateway's page. */
+    const placeAndPress = async (choice: 'card' | 'konbini') => {
+      const placed = await fetch(`${store.url}/api/checkout`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ shop: 'default', customer: { email: 'check@example.jp', name: '高橋' }, lines: [{ sku: 'demo-ticket', quantity: 1 }], payment: { provider: 'testpay' } }),
+      });
+      const body = (await placed.json()) as { order: { number: string }; payment: { url: string } };
+      const res = await fetch(`${body.payment.url}/${choice}`, { method: 'POST', redirect: 'manual' });
+      await res.arrayBuffer();
+      const order = await db.selectFrom('orders').select(['id', 'total', 'current_attempt_id']).where('number', '=', body.order.number).executeTakeFirstOrThrow();
+      await eventually(async () => assert.equal((await db.selectFrom('orders').select('state').where('id', '=', order.id).executeTakeFirstOrThrow()).state, choice === 'card' ? 'paid' : 'awaiting_payment'), 10_000);
+      return { order, attemptId: order.current_attempt_id! };
+    };
 
     // The store believes this one paid (say, a shop set to capture automatically while its contract
-    // only authorises), but the customer never paid at the gateway.
-    const unpaid = await checkout();
+    // only authorises), but at the gateway the customer still holds an unpaid konbini slip.
+    const unpaid = await placeAndPress('konbini');
     await db.updateTable('orders').set({ state: 'paid' }).where('id', '=', unpaid.order.id).execute();
     await db.updateTable('payment_attempts').set({ state: 'captured', captured_amount: unpaid.order.total, updated_at: hourAgo }).where('id', '=', unpaid.attemptId).execute();
     // This one was really paid.
-    const placed = await fetch(`${store.url}/api/checkout`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ shop: 'default', customer: { email: 'check@example.jp', name: '高橋' }, lines: [{ sku: 'demo-ticket', quantity: 1 }], payment: { provider: 'testpay' } }),
-    });
-    const body = (await placed.json()) as { order: { number: string }; payment: { url: string } };
-    const res = await fetch(`${body.payment.url}/card`, { method: 'POST', redirect: 'manual' });
-    await res.arrayBuffer();
-    const order = await db.selectFrom('orders').select(['id', 'current_attempt_id']).where('number', '=', body.order.number).executeTakeFirstOrThrow();
-    await eventually(async () => assert.equal((await db.selectFrom('orders').select('state').where('id', '=', order.id).executeTakeFirstOrThrow()).state, 'paid'), 10_000);
-    const paid = { order, attemptId: order.current_attempt_id! };
+    const paid = await placeAndPress('card');
     await db.updateTable('payment_attempts').set({ updated_at: hourAgo }).where('id', '=', paid.attemptId).execute();
 
     await run('payments.reconcile', {});
@@ -139,7 +142,7 @@ forEachEngine('reconciliation', (engine) => {
     await eventually(() => checkDone(paid.attemptId), 10_000);
     const held = await db.selectFrom('orders').select(['state', 'hold_reason']).where('id', '=', unpaid.order.id).executeTakeFirstOrThrow();
     assert.equal(held.state, 'on_hold');
-    assert.match(held.hold_reason ?? '', /testpay does not show payment .* as captured/);
+    assert.match(held.hold_reason ?? '', /testpay does not show payment .* as captured \(it says: awaiting_payment\)/);
     // Checked again (a rerun of the job): the order is already a person's to look at, nothing is added.
     await run('payment.check-paid', { attemptId: unpaid.attemptId });
     const alerts = await db.selectFrom('alerts').select('kind').where('ref', '=', unpaid.order.id).execute();

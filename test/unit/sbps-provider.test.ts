@@ -33,12 +33,14 @@ const settings = {
 let seen: string[] = [];
 /** payment_status the inquiry reports: 1 authorised, 2 captured. */
 let paymentStatus = '2';
+/** SBPS answers the partial refund NG. */
+let refusePartial = false;
 
 const fakeSbps: typeof fetch = async (_url, init) => {
   const doc = parseSbpsXml(Buffer.from(init?.body as Uint8Array));
   const id = doc.id ?? '';
   seen.push(id);
-  const entries: XmlEntry[] = [['res_result', 'OK'], ['res_tracking_id', '80312789324671']];
+  const entries: XmlEntry[] = refusePartial && id === 'ST02-00307-101' ? [['res_result', 'NG'], ['res_err_code', '90199999']] : [['res_result', 'OK'], ['res_tracking_id', '80312789324671']];
   if (id.startsWith('MG01')) entries.push(['res_status', '0'], ['res_pay_method_info.payment_status', paymentStatus]);
   return new Response(encodeSjis(buildSbpsXml('sps-api-response', id, entries)), { status: 200, headers: { 'content-type': 'text/xml; charset=Shift_JIS' } });
 };
@@ -46,9 +48,13 @@ const fakeSbps: typeof fetch = async (_url, init) => {
 const provider = sbpsProvider({ fetchImpl: fakeSbps });
 
 let sent = 0;
+let unsent = 0;
 const run: OperationRun = {
   async sending() {
     sent++;
+  },
+  async notSent() {
+    unsent++;
   },
 };
 
@@ -88,6 +94,8 @@ beforeEach(() => {
   seen = [];
   paymentStatus = '2';
   sent = 0;
+  unsent = 0;
+  refusePartial = false;
 });
 
 describe('XML API requests by the payment method', () => {
@@ -121,10 +129,12 @@ describe('XML API requests by the payment method', () => {
     assert.deepEqual(seen, []);
   });
 
-  test('a method kessai knows no ids for, or none at all, stops instead of sending card ids', async () => {
+  test('a method kessai knows no ids for stops instead of sending card ids; one nobody named is taken for a card', async () => {
     await assert.rejects(provider.refund(context({ reported: 'linepay' }), 5000, 'key', run), stops(/"linepay"/));
-    await assert.rejects(provider.readBack(context({ method: null })), stops(/payment method is not known/));
     assert.deepEqual(seen, []);
+    // The customer chose at SBPS and the result CGI named no method (as the one on record for a card).
+    await provider.readBack(context({ method: null }));
+    assert.deepEqual(seen, ['MG01-00101-101']);
   });
 
   test('docomo under manual capture: the whole authorisation is captured without an amount; a part is refused', async () => {
@@ -146,9 +156,16 @@ describe('partial refunds SBPS cannot be asked about afterwards', () => {
     assert.deepEqual(facts.map((f) => f.fact), [{ type: 'refunded', amount: 1000, refundId: '80312789324671:refunded-to:1000' }]);
   });
 
+  test('one SBPS refused (NG) is marked not sent, so the retry may send it', async () => {
+    refusePartial = true;
+    await assert.rejects(provider.refund(context({ reported: 'credit' }), 1000, 'key', run), (e: unknown) => !(e instanceof StopRetrying));
+    assert.deepEqual([sent, unsent], [1, 1]);
+  });
+
   test('one an earlier run of the job already sent is not sent again: the job stops for a person', async () => {
     const alreadySent: OperationRun = {
       sending: () => Promise.reject(new StopRetrying('an earlier run of job job_1 already sent this refund of 1000 yen')),
+      notSent: () => Promise.resolve(),
     };
     await assert.rejects(provider.refund(context({ reported: 'credit' }), 1000, 'key', alreadySent), stops(/already sent this refund/));
     assert.deepEqual(seen, ['MG01-00101-101'], 'asked, but no second partial refund');

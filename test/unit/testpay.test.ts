@@ -146,7 +146,7 @@ function verifiedFacts(result: NotificationResult): GatewayFact[] {
 const factsOnly = (facts: GatewayFact[]) => facts.map((f) => f.fact);
 
 /** Testpay keys every refund: nothing to mark before sending. */
-const unchecked = { sending: () => Promise.reject(new Error('testpay refunds need no mark')) };
+const unchecked = { sending: () => Promise.reject(new Error('testpay refunds need no mark')), notSent: () => Promise.reject(new Error('testpay refunds need no mark')) };
 
 describe('testpay adapter against the testpay sandbox', () => {
   test('offers card and konbini only when enabled', () => {
