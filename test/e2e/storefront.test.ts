@@ -65,7 +65,7 @@ describeInBrowser('the storefront in a real browser [sqlite]', (suite) => {
   async function accessible(page: Page): Promise<{ invalid: number }> {
     const result = await page.evaluate(audit);
     assert.deepEqual(result.problems, [], `accessibility on ${page.url()}`);
-    assert.ok(result.headings > 0);
+    assert.ok(result.headings > 0, 'result.headings > 0');
     return result;
   }
 

@@ -126,7 +126,7 @@ forEachEngine('customer accounts', (engine) => {
     assert.equal((await customer(email))!.email_verified_at, null, 'opening the link changes nothing');
     const confirmed = await b.post('/account/verify', hiddenFields(opened.body, '/account/verify'));
     assert.equal(confirmed.status, 200);
-    assert.ok((await customer(email))!.email_verified_at);
+    assert.ok((await customer(email))!.email_verified_at, '(await customer(email))!.email_verified_at');
 
     const login = await logIn(b, email);
     assert.equal(login.status, 303);
@@ -179,7 +179,7 @@ forEachEngine('customer accounts', (engine) => {
     const res = await logIn(b, email, 'not the password');
     assert.equal(res.status, 401);
     assert.match(res.body, /role="alert">メールアドレスまたはパスワードが正しくありません/);
-    assert.ok(!b.cookies.has(SESSION));
+    assert.ok(!b.cookies.has(SESSION), '!b.cookies.has(SESSION)');
     assert.equal((await myPage(b)).location, '/account/login?next=%2Faccount');
   });
 
@@ -193,7 +193,7 @@ forEachEngine('customer accounts', (engine) => {
     const right = await logIn(b, email);
     assert.equal(right.status, 403);
     assert.match(right.body, /メールアドレスの確認が必要です/);
-    assert.ok(!b.cookies.has(SESSION));
+    assert.ok(!b.cookies.has(SESSION), '!b.cookies.has(SESSION)');
     const sessions = await store.rt.ctx.db.selectFrom('customer_sessions').select('id').where('customer_id', '=', (await customer(email))!.id).execute();
     assert.deepEqual(sessions, []);
   });
@@ -358,7 +358,7 @@ forEachEngine('customer accounts', (engine) => {
     assert.match(refused.body, /try again after \d{2}:\d{2} JST \(in about 15 minutes\)/);
     // The count lives in the database: every server process sees it.
     const rows = await store.rt.ctx.db.selectFrom('rate_limits').selectAll().where('bucket', 'like', 'login.email:%').execute();
-    assert.ok(rows.some((r) => r.hits > 10));
+    assert.ok(rows.some((r) => r.hits > 10), 'rows.some((r) => r.hits > 10)');
     assert.ok(rows.every((r) => !r.bucket.includes(email)), 'buckets hold hashes, not addresses');
   });
 

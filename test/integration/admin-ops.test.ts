@@ -189,15 +189,15 @@ forEachEngine('operations and admin API', (engine) => {
     type Listed = { orders: { id: string; number: string; state: string; total: number }[] };
     const paidList = await adminJson<Listed>(store, 'GET', '/orders?state=paid');
     assert.equal(paidList.status, 200);
-    assert.ok(paidList.body.orders.length > 0);
+    assert.ok(paidList.body.orders.length > 0, 'paidList.body.orders.length > 0');
     assert.ok(paidList.body.orders.every((o) => o.state === 'paid'), 'only paid orders');
     const listed = paidList.body.orders.find((o) => o.id === paid.orderId);
     assert.deepEqual(listed && { number: listed.number, total: listed.total }, { number: paid.number, total: 6800 });
-    assert.ok(!paidList.body.orders.some((o) => o.id === waiting.orderId));
+    assert.ok(!paidList.body.orders.some((o) => o.id === waiting.orderId), '!paidList.body.orders.some((o) => o.id === waiting.orderId)');
 
     const pendingList = await adminJson<Listed>(store, 'GET', '/orders?state=pending_payment');
-    assert.ok(pendingList.body.orders.some((o) => o.id === waiting.orderId));
-    assert.ok(!pendingList.body.orders.some((o) => o.id === paid.orderId));
+    assert.ok(pendingList.body.orders.some((o) => o.id === waiting.orderId), 'pendingList.body.orders.some((o) => o.id === waiting.orderId)');
+    assert.ok(!pendingList.body.orders.some((o) => o.id === paid.orderId), '!pendingList.body.orders.some((o) => o.id === paid.orderId)');
 
     const bad = await adminJson<ErrorBody>(store, 'GET', '/orders?state=sent');
     assert.equal(bad.status, 400);
@@ -238,7 +238,7 @@ forEachEngine('operations and admin API', (engine) => {
     assert.equal(dead.status, 200);
     const listed = dead.body.jobs.find((j) => j.id === id);
     assert.deepEqual(listed && [listed.kind, listed.state, listed.last_error], ['mail.send', 'dead', 'smtp: connection refused']);
-    assert.ok(dead.body.jobs.every((j) => j.state === 'dead'));
+    assert.ok(dead.body.jobs.every((j) => j.state === 'dead'), 'dead.body.jobs.every((j) => j.state === \'dead\')');
 
     const badFilter = await adminJson<ErrorBody>(store, 'GET', '/jobs?state=buried');
     assert.equal(badFilter.status, 400);
@@ -366,7 +366,7 @@ forEachEngine('operations and admin API', (engine) => {
     const second = await job(`op-b-${order.number}`);
 
     const run = await beginOperation(ctx, first, attempt.id, 'refund', 100);
-    assert.ok(run);
+    assert.ok(run, 'run');
     await assert.rejects(beginOperation(ctx, second, attempt.id, 'refund', 100), (e: unknown) => e instanceof PaymentBusy && e.message.includes(first));
 
     // The first job's run sends a call SBPS could not be asked about, then its worker dies.
@@ -378,7 +378,7 @@ forEachEngine('operations and admin API', (engine) => {
     // Once the first job is dead (a person was alerted), the payment is free for the next one.
     await ctx.db.updateTable('jobs').set({ state: 'dead' }).where('id', '=', first).execute();
     const next = await beginOperation(ctx, second, attempt.id, 'refund', 100);
-    assert.ok(next);
+    assert.ok(next, 'next');
     await finishOperation(ctx, second);
     assert.equal(await beginOperation(ctx, second, attempt.id, 'refund', 100), undefined, 'a job whose operation is done does nothing again');
   });

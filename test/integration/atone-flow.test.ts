@@ -88,7 +88,7 @@ forEachEngine('atone through the store', (engine) => {
     // atone's webhook comes too and finds the order paid: one state change.
     await eventually(async () => {
       const events = await store.rt.ctx.db.selectFrom('payment_events').select(['source', 'outcome']).where('attempt_id', '=', (await onlyAttempt(store, orderId)).id).execute();
-      assert.ok(events.some((e) => e.source === 'notification') || events.length === 1);
+      assert.ok(events.some((e) => e.source === 'notification') || events.length === 1, 'events.some((e) => e.source === \'notification\') || events.length === 1');
       assert.equal(events.filter((e) => e.outcome === 'applied').length, 1);
     });
   });
@@ -97,7 +97,7 @@ forEachEngine('atone through the store', (engine) => {
     const dear = await product(store, 5, 1_000_000);
     const methods = (await (await fetch(`${store.url}/api/shops/default/payment-methods?lines=${dear}:1`)).json()) as { providers: { provider: string }[] };
     assert.ok(!methods.providers.some((m) => m.provider === 'atone'), 'item_price has at most 6 digits at atone');
-    assert.ok(methods.providers.some((m) => m.provider === 'testpay'));
+    assert.ok(methods.providers.some((m) => m.provider === 'testpay'), 'methods.providers.some((m) => m.provider === \'testpay\')');
 
     const code = `atone-${randomBytes(4).toString('hex')}`;
     await createProduct(store.rt.ctx, 'default', { code, name: `限定`.repeat(75), kind: 'ticket', price: 1200, stock: 5 });
@@ -238,6 +238,6 @@ forEachEngine('atone through the store', (engine) => {
     assert.equal((await admin(`/orders/${orderId}/refund`, { amount: 2600 })).status, 202);
     await eventually(async () => assert.equal((await view(store, token)).state, 'refunded'), 10_000);
     const atAtone = await atoneApiOf(store).reference(id);
-    assert.ok(atAtone.refunds || (atAtone.amount_refund_total ?? 0) > 0);
+    assert.ok(atAtone.refunds || (atAtone.amount_refund_total ?? 0) > 0, 'atAtone.refunds || (atAtone.amount_refund_total ?? 0) > 0');
   });
 });

@@ -267,7 +267,7 @@ forEachEngine('atone subscriptions', (engine) => {
     const box = await product(store, 2980, { recurring: 1 });
     const first = await memberBuys(store, customerId, box, 2);
     assert.deepEqual(first.payment.config!.payment.transaction_options, [1], 'the first payment asks for consent to later charges');
-    assert.ok(first.memberToken);
+    assert.ok(first.memberToken, 'first.memberToken');
 
     const listed = (await (await admin(store, 'GET', `/subscriptions?customer=${customerId}`)).json()) as { subscriptions: { id: string; sku: string; quantity: number; intervalMonths: number; nextDate: string; state: string }[] };
     const sub = listed.subscriptions.find((s) => s.sku === box);
@@ -287,7 +287,7 @@ forEachEngine('atone subscriptions', (engine) => {
       [registered.transaction_options, registered.authentication_token, registered.shop_transaction_no, registered.amount, registered.updated_transactions],
       [[1], first.memberToken, attempt.merchant_ref, 5960, []],
     );
-    assert.ok(registered.id !== first.transactionId);
+    assert.ok(registered.id !== first.transactionId, 'registered.id !== first.transactionId');
     const next = (await store.rt.ctx.db.selectFrom('subscriptions').select('next_date').where('id', '=', sub.id).executeTakeFirstOrThrow()).next_date;
     assert.ok(next > jstDate(new Date()), 'the next renewal is a month on');
     const subscriptions = await store.rt.ctx.db.selectFrom('subscriptions').select('id').where('customer_id', '=', customerId).where('sku_id', 'in', store.rt.ctx.db.selectFrom('skus').select('id').where('code', '=', box)).execute();
@@ -300,7 +300,7 @@ forEachEngine('atone subscriptions', (engine) => {
     await enqueue(store.rt.ctx.db, { kind: 'subscriptions.renew', payload: {} });
     await eventually(async () => {
       const ticks = await store.rt.ctx.db.selectFrom('jobs').select('state').where('kind', '=', 'subscriptions.renew').execute();
-      assert.ok(ticks.every((t) => t.state === 'done'));
+      assert.ok(ticks.every((t) => t.state === 'done'), 'ticks.every((t) => t.state === \'done\')');
     });
     const orders = await store.rt.ctx.db.selectFrom('subscription_orders').select('order_id').where('subscription_id', '=', sub.id).execute();
     assert.equal(orders.length, 1);

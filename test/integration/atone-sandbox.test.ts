@@ -308,7 +308,7 @@ describe('the SDK script', () => {
       return f.child;
     });
     const sid = /\/sandbox\/atone\/modal\/([A-Za-z0-9]+)$/.exec(frame.src!)![1]!;
-    assert.ok(frame.src!.startsWith(base));
+    assert.ok(frame.src!.startsWith(base), 'frame.src!.startsWith(base)');
 
     // The customer logs in and pays inside the modal; its pages' messages are what modal.js posts.
     const confirm = await login(sid);
@@ -384,7 +384,7 @@ describe('the modal', () => {
     const token = String(authenticated.authentication_token);
     assert.match(token, /^tk_[A-Za-z0-9]+$/);
     assert.equal(authenticated.atone, sid);
-    assert.ok(result);
+    assert.ok(result, 'result');
     assert.equal(result.event, 'succeeded');
     const response = result.response as { id: string; authorization_result: number; subtract_point: number };
     assert.match(response.id, /^tr_[A-Za-z0-9]{16}$/);
@@ -450,7 +450,7 @@ describe('the modal', () => {
     const email = `new-${orderNo()}@example.jp`;
     const registered = await submit(taken.page.html, 'atone-register', { name: '新規 会員', email, password: 'secret' });
     const auth = registered.page.messages.find((m) => m.event === 'authenticated');
-    assert.ok(auth);
+    assert.ok(auth, 'auth');
     assert.match(registered.page.html, /新規 会員/);
     // The new member can log in elsewhere with the same password, and gets the same token at this shop.
     const again = await login(await session(paymentFor(A)), email, 'secret');

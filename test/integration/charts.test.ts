@@ -42,7 +42,7 @@ const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 describe('chart reports: the daily schedule', () => {
   it('runs at 22:00 Asia/Tokyo as a recorded job', () => {
-    assert.ok(SCHEDULES.includes(CHART_SCHEDULE));
+    assert.ok(SCHEDULES.includes(CHART_SCHEDULE), 'SCHEDULES.includes(CHART_SCHEDULE)');
     assert.deepEqual(CHART_SCHEDULE, { name: 'chart-reports', cron: '0 22 * * *', kind: 'charts.daily' });
     assert.deepEqual(nextRuns(CHART_SCHEDULE, 2, new Date('2026-01-15T00:00:00Z')).map((d) => d.toISOString()), ['2026-01-15T13:00:00.000Z', '2026-01-16T13:00:00.000Z']);
   });
@@ -192,7 +192,7 @@ forEachEngine('chart reports over SFTP and FTPS', (engine) => {
     assert.equal(r.byte_count, ORICON_SJIS.length);
     assert.equal(r.attempts, 1);
     assert.equal(r.sends, 1);
-    assert.ok(r.sent_at);
+    assert.ok(r.sent_at, 'r.sent_at');
     // The file sent is kept for the operator.
     assert.deepEqual(readFileSync(join(dataDir, 'charts/default/oricon/oricon_20260115.tsv')), ORICON_SJIS);
   });
@@ -294,7 +294,7 @@ forEachEngine('chart reports over SFTP and FTPS', (engine) => {
     assert.equal(job.state, 'done');
     const runs = await runsOf(job.id);
     assert.deepEqual(runs.map((r) => r.outcome), [...runs.slice(0, -1).map(() => 'failed'), 'succeeded']);
-    assert.ok(runs.length >= 2);
+    assert.ok(runs.length >= 2, 'runs.length >= 2');
     const r = await run('oricon', '2026-01-19');
     assert.equal(r.outcome, 'sent');
     assert.equal(r.attempts, runs.length);

@@ -113,7 +113,7 @@ forEachEngine('checkout refuses bad input and writes nothing', (engine) => {
     // Too large: refused before it is parsed.
     const huge = await postCheckout(store, order({ customer: { email: 'hanako@example.jp', name: 'あ'.repeat(70 * 1024) } }));
     assert.equal(huge.status, 413);
-    assert.ok(((await huge.json()) as ErrorBody).error.message.length > 0);
+    assert.ok(((await huge.json()) as ErrorBody).error.message.length > 0, '((await huge.json()) as ErrorBody).error.message.length > 0');
 
     // Unknown keys are refused, not ignored: a typo must not silently drop what the client meant.
     const unknownTop = await postCheckout(store, order({ coupon: 'FREE' }));
@@ -260,7 +260,7 @@ forEachEngine('checkout and stock', (engine) => {
       const dear = await providers('?lines=demo-cd:3,demo-serial:1');
       assert.equal(dear.status, 200);
       assert.ok(!dear.names.includes('komoju') && dear.names.includes('testpay'), dear.names.join());
-      assert.ok((await providers('?lines=demo-cd:1')).names.includes('komoju'));
+      assert.ok((await providers('?lines=demo-cd:1')).names.includes('komoju'), '(await providers(\'?lines=demo-cd:1\')).names.includes(\'komoju\')');
       // Bad lines are named as the checkout names them.
       const bad = await providers('?lines=demo-cd:0,no-such-thing:1');
       assert.equal(bad.status, 400);
@@ -367,7 +367,7 @@ forEachEngine('checkout and stock', (engine) => {
     for (const r of responses.filter((x) => x.status === 201)) assert.equal(r.body.payment?.type, 'redirect');
 
     assert.deepEqual(await skuRow(store, code), { on_hand: 5, reserved: 5 });
-    assert.ok(samples > 0);
+    assert.ok(samples > 0, 'samples > 0');
     assert.ok(maxReserved <= 5, `reserved went ${maxReserved - 5} above on_hand during the burst`);
     assert.equal(await available(store, code), 0);
     const held = await store.rt.ctx.db

@@ -143,7 +143,7 @@ forEachEngine('Chekicha account link', (engine) => {
 
     const job = await eventually(async () => {
       const j = await linkJob(id);
-      assert.ok(j);
+      assert.ok(j, 'j');
       const failed = (await runsOf(j.id)).filter((r) => r.outcome === 'failed');
       assert.ok(failed.length >= 2, 'the job failed and was retried');
       assert.ok(failed.some((r) => /HTTP 503 service_unavailable/.test(r.error ?? '')), 'Chekicha answered 503');
@@ -185,7 +185,7 @@ forEachEngine('Chekicha account link', (engine) => {
     const shown = await chekichaRow(b);
     assert.equal(shown.state, 'failed');
     assert.match(shown.text, /連携できませんでした \/ linking failed/);
-    assert.ok(shown.button);
+    assert.ok(shown.button, 'shown.button');
 
     // Chekicha accepts again; the member's button runs the same job once more.
     await faults({ rejectStatus: 0 });
@@ -359,6 +359,6 @@ describe('Chekicha client against the sandbox: what can be retried and what cann
     assert.equal(reused.status, 422);
     assert.equal(((await reused.json()) as { error: { code: string } }).error.code, 'idempotency_key_reused');
     assert.notEqual(idempotencyKey(req), idempotencyKey({ ...req, orderNumber: 'K1' }), 'another request, another key');
-    assert.ok(idempotencyKey(req).startsWith(`kessai-${req.memberRef}-`));
+    assert.ok(idempotencyKey(req).startsWith(`kessai-${req.memberRef}-`), 'idempotencyKey(req).startsWith(`kessai-${req.memberRef}-`)');
   });
 });

@@ -182,7 +182,7 @@ forEachEngine('database', (engine) => {
 
 describe('test engines', () => {
   it('KESSAI_TEST_ENGINES selects the engines', () => {
-    assert.ok(ENGINES.length > 0);
+    assert.ok(ENGINES.length > 0, 'ENGINES.length > 0');
     assert.deepEqual(ENGINES, (process.env.KESSAI_TEST_ENGINES ?? 'sqlite,postgres').split(',').map((e) => e.trim()));
   });
 });

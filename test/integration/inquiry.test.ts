@@ -75,7 +75,7 @@ forEachEngine('inquiry form', (engine) => {
 
     const odd = await client().submit('/inquiry', '/inquiry', { ...good(), category: 'complaint', orderNumber: 'K26/0123' });
     assert.equal(odd.status, 400);
-    assert.ok(fieldError(odd.body, 'category'));
+    assert.ok(fieldError(odd.body, 'category'), 'fieldError(odd.body, \'category\')');
     assert.match(fieldError(odd.body, 'orderNumber') ?? '', /英数字とハイフン/);
 
     const forged = await client().post('/inquiry', good());
@@ -137,6 +137,6 @@ forEachEngine('inquiry form', (engine) => {
     for (let i = 0; i < 11; i++) last = await b.submit('/inquiry', '/inquiry', good());
     assert.equal(last!.status, 429);
     assert.match(last!.body, /試行回数が多すぎます/);
-    assert.ok(Number(last!.headers.get('retry-after')) > 0);
+    assert.ok(Number(last!.headers.get('retry-after')) > 0, 'Number(last!.headers.get(\'retry-after\')) > 0');
   });
 });

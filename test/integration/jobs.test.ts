@@ -79,7 +79,7 @@ it('retry delays: random below a ceiling that doubles per attempt up to the cap'
   assert.equal(retryDelayMs(3, 5_000, 3_600_000, () => 0), 0, 'full jitter reaches down to zero');
   for (let i = 0; i < 1000; i++) {
     const d = retryDelayMs(4, 5_000, 3_600_000);
-    assert.ok(d >= 0 && d < 40_000);
+    assert.ok(d >= 0 && d < 40_000, 'd >= 0 && d < 40_000');
   }
 });
 
@@ -144,20 +144,20 @@ forEachEngine('jobs', (engine) => {
       const dead = await onlyJob(db);
       assert.equal(dead.state, 'dead');
       assert.equal(dead.attempts, 3);
-      assert.ok(dead.finished_at);
+      assert.ok(dead.finished_at, 'dead.finished_at');
       assert.deepEqual(attemptsSeen, [1, 2, 3]);
       assert.equal(await dispatcher.runOnce(), 0, 'a dead job is never claimed');
 
       const runs = await runsOf(db, dead.id);
       assert.deepEqual(runs.map((r) => [r.attempt, r.outcome]), [[1, 'failed'], [2, 'failed'], [3, 'dead']]);
-      assert.ok(runs.every((r) => r.finished_at && r.error === 'Error: SFTP connection refused'));
+      assert.ok(runs.every((r) => r.finished_at && r.error === 'Error: SFTP connection refused'), 'runs.every((r) => r.finished_at && r.error === \'Error: SFTP connection refused\')');
 
       const alerts = await listAlerts(db, { open: true });
       assert.equal(alerts.length, 1);
       assert.equal(alerts[0]!.kind, 'job_dead');
       assert.equal(alerts[0]!.ref, dead.id);
       assert.match(alerts[0]!.message, /oricon\.upload/);
-      assert.ok(alerts[0]!.message.includes(dead.id));
+      assert.ok(alerts[0]!.message.includes(dead.id), 'alerts[0]!.message.includes(dead.id)');
       assert.match(alerts[0]!.message, /SFTP connection refused/);
       assert.equal(await counter(ctx.metrics.jobsDead, { kind: 'oricon.upload' }), 1);
       assert.equal(await counter(ctx.metrics.jobsProcessed, { kind: 'oricon.upload', outcome: 'failed' }), 2);
@@ -332,7 +332,7 @@ forEachEngine('jobs', (engine) => {
       assert.deepEqual([...new Set(executions.values())], [1], 'no job ran twice');
       const runs = await t.handle.db.selectFrom('job_runs').select(['worker', 'outcome']).execute();
       assert.equal(runs.length, 200);
-      assert.ok(runs.every((r) => r.outcome === 'succeeded'));
+      assert.ok(runs.every((r) => r.outcome === 'succeeded'), 'runs.every((r) => r.outcome === \'succeeded\')');
       assert.ok(new Set(runs.map((r) => r.worker)).size >= 2, 'the work was shared');
     }));
 

@@ -241,7 +241,7 @@ describe('sessions', () => {
     assert.equal(session.return_url, `${shop}/return?order=42`);
     assert.ok(session.session_url.startsWith(`${base}/sessions/`), session.session_url);
     assert.match(String(session.created_at), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
-    assert.ok(Date.parse(String(session.expires_at)) > Date.now());
+    assert.ok(Date.parse(String(session.expires_at)) > Date.now(), 'Date.parse(String(session.expires_at)) > Date.now()');
     assert.deepEqual(await apiA.sessions.get(session.id), session);
 
     const html = await page(session.session_url);
@@ -368,7 +368,7 @@ describe('hosted page: cards', () => {
     assert.equal(payment.session, session.id);
     assert.equal(payment.external_order_num, (session.payment_data as { external_order_num: string }).external_order_num);
     assert.deepEqual(payment.metadata, { note: 'test' });
-    assert.ok(payment.captured_at);
+    assert.ok(payment.captured_at, 'payment.captured_at');
     assert.equal(payment.amount_refunded, 0);
     assert.deepEqual(payment.refunds, []);
     assert.equal(payment.payment_details?.type, 'credit_card');
@@ -381,7 +381,7 @@ describe('hosted page: cards', () => {
       assert.equal(hit!.headers['x-komoju-event'], 'payment.captured');
       assert.equal(hit!.headers['user-agent'], 'Komoju-Webhook');
       assert.match(String(hit!.headers['content-type']), /^application\/json/);
-      assert.ok(hit!.headers['x-komoju-id']);
+      assert.ok(hit!.headers['x-komoju-id'], 'hit!.headers[\'x-komoju-id\']');
       assert.equal(verifyKomojuWebhook(hit!.body, hit!.headers['x-komoju-signature'], [secret]), true);
       assert.equal(verifyKomojuWebhook(hit!.body, hit!.headers['x-komoju-signature'], [other]), false);
       const tampered = Buffer.from(hit!.body);
@@ -483,7 +483,7 @@ describe('capture, refund, cancel', () => {
     await refusedWith(apiA.payments.refund(manual.id, { idempotencyKey: newKey(), amount: 100 }), 422, 'unprocessable_entity');
     const captured = await apiA.payments.capture(manual.id, { idempotencyKey: newKey() });
     assert.equal(captured.status, 'captured');
-    assert.ok(captured.captured_at);
+    assert.ok(captured.captured_at, 'captured.captured_at');
     await refusedWith(apiA.payments.capture('no-such-payment', { idempotencyKey: newKey() }), 404, 'not_found');
     assert.deepEqual(types(await webhooks(manual.session.id, 2)), ['payment.authorized', 'payment.captured']);
   });
@@ -547,7 +547,7 @@ describe('konbini', () => {
     assert.equal(payment.amount, 1000);
     assert.equal(payment.payment_method_fee, 190);
     assert.equal(payment.total, 1190);
-    assert.ok(Date.parse(String(payment.payment_deadline)) > Date.now());
+    assert.ok(Date.parse(String(payment.payment_deadline)) > Date.now(), 'Date.parse(String(payment.payment_deadline)) > Date.now()');
     const details = payment.payment_details as Record<string, unknown>;
     assert.equal(details.type, 'konbini');
     assert.equal(details.store, 'lawson');
@@ -566,7 +566,7 @@ describe('konbini', () => {
     assert.equal(paid.status, 200);
     const after = (await paid.json()) as { status: string; captured_at: string | null };
     assert.equal(after.status, 'captured');
-    assert.ok(after.captured_at);
+    assert.ok(after.captured_at, 'after.captured_at');
     const again = await fetch(`${base}/api/payments/${payment.id}/pay-at-store`, { method: 'POST' });
     assert.equal(again.status, 422);
     assert.equal(errorOf((await again.json()) as Record<string, unknown>).code, 'unprocessable_entity');
@@ -594,7 +594,7 @@ describe('konbini', () => {
   test('an unpaid slip expires by itself at its deadline', async () => {
     const short = komojuApi({ secretKey: A.secretKey, baseUrl: `${shortBase}/api/v1`, retries: 0 });
     const session = await createSession({ payment_types: ['konbini'] }, short);
-    assert.ok(session.session_url.startsWith(`${shortBase}/sessions/`));
+    assert.ok(session.session_url.startsWith(`${shortBase}/sessions/`), 'session.session_url.startsWith(`${shortBase}/sessions/`)');
     const html = await page(session.session_url);
     const res = await submit(formAction(html, 'pay-konbini'), { store: 'familymart' });
     assert.equal(res.status, 303);

@@ -167,7 +167,7 @@ forEachEngine('transactional mail over SMTP', (engine) => {
     assert.equal(job.state, 'done');
     const log = await logOf(jobId);
     assert.equal(log.at(-1)!.outcome, 'sent');
-    assert.ok(log.slice(0, -1).every((r) => r.outcome === 'failed'));
+    assert.ok(log.slice(0, -1).every((r) => r.outcome === 'failed'), 'log.slice(0, -1).every((r) => r.outcome === \'failed\')');
     const mail = receivedWithId(log.at(-1)!.message_id);
     assert.equal(mail.length, 1);
     assert.match(mail[0]!.text ?? '', /ご当選されました/);
@@ -209,7 +209,7 @@ forEachEngine('transactional mail over SMTP', (engine) => {
       assert.ok(found, `no shipment mail yet; got: ${smtp.to(email).map((m) => m.subject).join(', ')}`);
       return found;
     }, 15_000);
-    assert.ok(mail.subject?.includes(placed.order.number));
+    assert.ok(mail.subject?.includes(placed.order.number), 'mail.subject?.includes(placed.order.number)');
     assert.match(mail.text ?? '', /〒150-0001 東京都渋谷区神宮前1-1-1\n {2}山田 花子 様/);
   });
 
@@ -222,24 +222,24 @@ forEachEngine('transactional mail over SMTP', (engine) => {
 
     const failed = await get('?outcome=failed');
     assert.equal(failed.status, 200);
-    assert.ok(failed.body.entries.length >= 4 && failed.body.entries.every((e) => e.outcome === 'failed'));
+    assert.ok(failed.body.entries.length >= 4 && failed.body.entries.every((e) => e.outcome === 'failed'), 'failed.body.entries.length >= 4 && failed.body.entries.every((e) => e.outcome === \'fail…');
 
     const refused = await get('?to=nobody@example.jp&template=lottery_applied');
     assert.deepEqual(refused.body.entries.map((e) => [e.to, e.template, e.outcome]), [['nobody@example.jp', 'lottery_applied', 'failed']]);
 
     const first = await get('?template=lottery_applied&limit=1');
     assert.equal(first.body.entries.length, 1);
-    assert.ok(first.body.next);
+    assert.ok(first.body.next, 'first.body.next');
     const second = await get(`?template=lottery_applied&limit=1&before=${first.body.next}`);
     assert.equal(second.body.entries.length, 1);
     assert.notDeepEqual(second.body.entries[0], first.body.entries[0]);
 
     const bad = await get('?outcome=bounced');
     assert.equal(bad.status, 400);
-    assert.ok(bad.body.error?.problems.some((p) => p.field === 'outcome'));
+    assert.ok(bad.body.error?.problems.some((p) => p.field === 'outcome'), 'bad.body.error?.problems.some((p) => p.field === \'outcome\')');
     const lost = await get('?before=mlg_nope');
     assert.equal(lost.status, 400);
-    assert.ok(lost.body.error?.problems.some((p) => p.field === 'before'));
+    assert.ok(lost.body.error?.problems.some((p) => p.field === 'before'), 'lost.body.error?.problems.some((p) => p.field === \'before\')');
   });
 
   it('`kessai mail log` prints the attempts to an address', async () => {

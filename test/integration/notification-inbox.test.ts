@@ -135,7 +135,7 @@ forEachEngine('notification inbox (record, answer, apply)', (engine) => {
     const [applied] = await eventsOf(store, hook.id);
     assert.equal(applied?.outcome, 'applied');
     assert.equal(applied.attempt_id, b.attempt.id);
-    assert.ok(applied.applied_at && applied.applied_at >= applied.received_at);
+    assert.ok(applied.applied_at && applied.applied_at >= applied.received_at, 'applied.applied_at && applied.applied_at >= applied.received_at');
     await paidOnce(store, b);
 
     // SBPS-style redelivery of the same notification after the crash: acknowledged, changes nothing.

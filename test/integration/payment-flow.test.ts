@@ -324,7 +324,7 @@ forEachEngine('payment flow through the gateway', (engine) => {
     assert.equal(waiting.state, 'awaiting_payment');
     const attempt = await onlyAttempt(store, order.orderId);
     const atGateway = await gatewayPayment(store, attempt.merchant_ref);
-    assert.ok(atGateway.konbini?.receipt);
+    assert.ok(atGateway.konbini?.receipt, 'atGateway.konbini?.receipt');
     assert.deepEqual(waiting.payment?.details.konbini, atGateway.konbini, 'the customer sees the receipt number and deadline');
     assert.equal((await mailJobs(store, order.orderId, 'payment_instructions')).length, 1);
     assert.equal((await mailJobs(store, order.orderId, 'order_paid')).length, 0);

@@ -408,7 +408,7 @@ forEachEngine('SBPS link type through the store', (engine) => {
     const order = await placeOrder(store, code);
     const itemName = field(order.form.fields, 'item_name') ?? '';
     assert.ok(itemName.includes('ライブ'), `half-width katakana made full-width: ${itemName}`);
-    assert.ok(verifyMessage('request', sjisBody(order.form.fields), keyOf(store)).valid);
+    assert.ok(verifyMessage('request', sjisBody(order.form.fields), keyOf(store)).valid, 'verifyMessage(\'request\', sjisBody(order.form.fields), keyOf(store)).valid');
     await comeBack(store, order.token, await payAtSbps(order.form, { card: CARD_OK }));
     await eventually(async () => assert.equal((await view(store, order.token)).state, 'paid'));
   });
@@ -435,7 +435,7 @@ forEachEngine('SBPS link type through the store', (engine) => {
     await postReturn(store, order.token, action, pairs);
     const page = await orderPage(store, order.token);
     assert.ok(page.includes('お支払い完了 / Paid'), 'the order page says paid');
-    assert.ok(page.includes(order.number));
+    assert.ok(page.includes(order.number), 'page.includes(order.number)');
 
     assert.equal((await view(store, order.token)).state, 'paid', 'the return moved nothing');
     assert.deepEqual(await sku(store, code), { on_hand: 8, reserved: 0 });
@@ -530,7 +530,7 @@ forEachEngine('SBPS link type through the store', (engine) => {
     assert.equal((await onlyAttempt(store, order.orderId)).state, 'expired');
     assert.deepEqual(await sku(store, code), { on_hand: 10, reserved: 0 }, 'stock released');
     assert.equal((await mailJobs(store, order.orderId, 'order_paid')).length, 0);
-    assert.ok((await orderPage(store, order.token)).includes('期限切れ / Expired'));
+    assert.ok((await orderPage(store, order.token)).includes('期限切れ / Expired'), '(await orderPage(store, order.token)).includes(\'期限切れ / Expired\')');
   });
 
   it('cancel on the SBPS screen: the signed return to cancel_url changes no money state', async () => {
@@ -561,7 +561,7 @@ forEachEngine('SBPS link type through the store', (engine) => {
     assertAnswer(await notify(store, late), 'OK');
     await notificationsApplied(store);
     assert.equal((await view(store, order.token)).state, 'paid');
-    assert.ok((await orderPage(store, order.token)).includes('お支払い完了 / Paid'));
+    assert.ok((await orderPage(store, order.token)).includes('お支払い完了 / Paid'), '(await orderPage(store, order.token)).includes(\'お支払い完了 / Paid\')');
     assert.deepEqual(await sku(store, code), { on_hand: 9, reserved: 0 });
   });
 
@@ -586,7 +586,7 @@ forEachEngine('SBPS link type through the store', (engine) => {
     const fields = JSON.parse(events[0]!.payload) as Record<string, string>;
     assert.equal(fields.order_id, attempt.merchant_ref);
     const replay = encodeMessage('result', { fields, details: [] }, keyOf(store), { shuffle: Math.random, uppercaseHash: true });
-    assert.ok(verifyMessage('result', replay, keyOf(store)).valid);
+    assert.ok(verifyMessage('result', replay, keyOf(store)).valid, 'verifyMessage(\'result\', replay, keyOf(store)).valid');
     for (let i = 0; i < 3; i++) assertAnswer(await notify(store, replay), 'OK');
     await notificationsApplied(store);
     assert.deepEqual(await snapshot(store, order, code), before, 'nothing changed');
@@ -661,7 +661,7 @@ forEachEngine('SBPS link type through the store', (engine) => {
     assert.match(alerts[0]!.message, /1000/);
     assert.equal((await mailJobs(store, order.orderId, 'order_paid')).length, 0, 'not fulfilled');
     assert.deepEqual(await sku(store, code), { on_hand: 10, reserved: 1 }, 'stock not committed');
-    assert.ok((await orderPage(store, order.token)).includes('確認中 / Being checked by the shop'));
+    assert.ok((await orderPage(store, order.token)).includes('確認中 / Being checked by the shop'), '(await orderPage(store, order.token)).includes(\'確認中 / Being checked by the shop\')');
   });
 
   it('IP allow-list: a valid notification from an address not on the list is refused; on the list it is applied', async () => {

@@ -227,8 +227,8 @@ describe('purchase request and result notification', () => {
   test('a declined card: NG with a credit error code, browser to error_url', async () => {
     const { order, html } = await payByCard(AUTO, '4000000000000002');
     const [note] = notificationsFor(order);
-    assert.ok(note);
-    assert.ok(verifyMessage('result', note.body, AUTO.hashKey).valid);
+    assert.ok(note, 'note');
+    assert.ok(verifyMessage('result', note.body, AUTO.hashKey).valid, 'verifyMessage(\'result\', note.body, AUTO.hashKey).valid');
     assert.equal(note.fields.res_result, 'NG');
     assert.equal(note.fields.res_err_code, '10123999');
     assert.equal(note.fields.res_payment_date, '');
@@ -266,7 +266,7 @@ describe('purchase request and result notification', () => {
     const back = returnForm(await res.text());
     assert.equal(back.action, `${shopUrl}/cancel`);
     assert.equal(valueOf(back.pairs, 'res_result'), 'CR');
-    assert.ok(verifyMessage('return', Buffer.from(sjisUrlEncode(back.pairs), 'latin1'), AUTO.hashKey).valid);
+    assert.ok(verifyMessage('return', Buffer.from(sjisUrlEncode(back.pairs), 'latin1'), AUTO.hashKey).valid, 'verifyMessage(\'return\', Buffer.from(sjisUrlEncode(back.pairs), \'latin1\'), AUTO.hashKey)…');
     await sleep(200);
     assert.equal(notificationsFor(valueOf(pairs, 'order_id')).length, 0);
     // A second press finds the transaction closed.
@@ -296,7 +296,7 @@ describe('purchase request and result notification', () => {
     assert.equal(paid.status, 200);
     assert.equal(((await paid.json()) as { state: string }).state, 'paid');
     const py = notificationsFor(order)[1];
-    assert.ok(py && verifyMessage('result', py.body, AUTO.hashKey).valid);
+    assert.ok(py && verifyMessage('result', py.body, AUTO.hashKey).valid, 'py && verifyMessage(\'result\', py.body, AUTO.hashKey).valid');
     assert.equal(py.fields.res_result, 'PY');
     assert.equal(py.fields.res_tracking_id, trackingId);
     assert.equal(py.fields.res_payinfo_key, 'P,1000,1000,');
@@ -610,7 +610,7 @@ describe('XML API through kessai’s client', () => {
     const error = await api(AUTO, { basicAuth: { user: AUTO.basicAuth.user, password: 'wrong' } })
       .inquiry({ payMethod: 'credit', trackingId: '12345678901234' })
       .catch((e: unknown) => e);
-    assert.ok(error instanceof SbpsTransportError);
+    assert.ok(error instanceof SbpsTransportError, 'error instanceof SbpsTransportError');
     assert.equal(error.status, 401);
     assert.equal(error.outcomeUnknown, false);
   });
@@ -619,7 +619,7 @@ describe('XML API through kessai’s client', () => {
     const { order } = await payByCard(MANUAL, '4111111111111111');
     const trackingId = await trackingIdOf(order);
     const error = await api(MANUAL, { hashKey: AUTO.hashKey }).commit({ payMethod: 'credit', trackingId }).catch((e: unknown) => e);
-    assert.ok(error instanceof SbpsApiError);
+    assert.ok(error instanceof SbpsApiError, 'error instanceof SbpsApiError');
     assert.equal(error.type, '09');
     assert.equal(error.code, '10109025');
     assert.match(error.message, /hash error/);

@@ -253,7 +253,7 @@ forEachEngine('serial-code import', (engine) => {
     assert.equal(summary.rowsRejected, 0);
     const codes = await codesOf(store, product);
     assert.deepEqual(codes.map((c) => c.code).sort(), [...sjisRows, ...utf8Rows].map((r) => r.code).sort());
-    assert.ok(codes.every((c) => c.state === 'available' && c.order_id === null));
+    assert.ok(codes.every((c) => c.state === 'available' && c.order_id === null), 'codes.every((c) => c.state === \'available\' && c.order_id === null)');
     const dated = codes.find((c) => c.code === utf8Rows[0]!.code)!;
     assert.deepEqual([dated.valid_from, dated.valid_until], ['2026-01-01', '2026-12-31'], 'dates stored as JST calendar dates');
     const batch = await store.rt.ctx.db.selectFrom('serial_code_batches').selectAll().where('id', '=', summary.batchId).executeTakeFirstOrThrow();
@@ -532,7 +532,7 @@ forEachEngine('serial-code allocation', (engine) => {
     assert.deepEqual(paid.serialCodes.map((c) => c.code), [first, second].sort());
     await eventually(async () => {
       const mail = readMails(store.dataDir).find((m) => m.name.startsWith(`order_paid.${order.number}.`));
-      assert.ok(mail && mail.text.includes(first) && mail.text.includes(second));
+      assert.ok(mail && mail.text.includes(first) && mail.text.includes(second), 'mail && mail.text.includes(first) && mail.text.includes(second)');
     }, 10_000);
   });
 

@@ -40,7 +40,7 @@ forEachEngine('shop settings', (engine) => {
     const view = await describeShop(ctx, 'tokyo');
     const hashKey = view.settings.find((s) => s.key === 'sbps.hashKey');
     assert.deepEqual(hashKey, { key: 'sbps.hashKey', value: '****ab12', source: 'shop', description: hashKey?.description });
-    assert.ok(!JSON.stringify(view).includes(HASH_KEY));
+    assert.ok(!JSON.stringify(view).includes(HASH_KEY), '!JSON.stringify(view).includes(HASH_KEY)');
     const settings = await getShopSettings(ctx, 'tokyo');
     assert.equal(settings['sbps.hashKey'], HASH_KEY);
     assert.equal(settings['sbps.enabled'], true);
@@ -56,7 +56,7 @@ forEachEngine('shop settings', (engine) => {
     await assert.rejects(
       setShopSettings(ctx, 'osaka', { 'sbps.merchantId': '30132', 'sbps.enabled': 'maybe', 'sbps.gatewayUrl': 'not a url', 'nope.key': 'x' }),
       (error: unknown) => {
-        assert.ok(error instanceof KessaiError);
+        assert.ok(error instanceof KessaiError, 'error instanceof KessaiError');
         assert.deepEqual(error.problems.map((p) => p.field).sort(), ['nope.key', 'sbps.enabled', 'sbps.gatewayUrl']);
         return true;
       },

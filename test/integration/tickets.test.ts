@@ -246,7 +246,7 @@ forEachEngine('tickets', (engine) => {
     assert.ok(typed.body.includes('有効 / Valid'), 'a code typed in lower case without dashes is found too');
     const unknown = await get(store, `/tickets/${newTicketCode()}`);
     assert.equal(unknown.status, 404);
-    assert.ok(unknown.body.includes('不明なチケット / Unknown ticket'));
+    assert.ok(unknown.body.includes('不明なチケット / Unknown ticket'), 'unknown.body.includes(\'不明なチケット / Unknown ticket\')');
     assert.equal((await get(store, `/tickets/${newTicketCode()}/qr.svg`)).status, 404, 'no QR is drawn for a code that is no ticket');
 
     // The paid mail lists both tickets, with their QR codes inline.
@@ -295,7 +295,7 @@ forEachEngine('tickets', (engine) => {
     const gone = await view(store, cancelled.token);
     assert.equal(gone.state, 'cancelled');
     assert.deepEqual(gone.tickets, []);
-    assert.ok(!(await get(store, `/orders/${cancelled.token}`)).body.includes('qr.svg'));
+    assert.ok(!(await get(store, `/orders/${cancelled.token}`)).body.includes('qr.svg'), '!(await get(store, `/orders/${cancelled.token}`)).body.includes(\'qr.svg\')');
 
     const konbini = await placeOrder(store, [{ sku: 'demo-ticket', quantity: 3 }], 'konbini');
     await press(store, konbini.payUrl, 'konbini');
@@ -324,7 +324,7 @@ forEachEngine('tickets', (engine) => {
     await eventually(async () => assert.equal((await view(store, order.token)).state, 'refunded'));
     const voided = (await view(store, order.token)).tickets;
     assert.deepEqual(voided.map((t) => [t.code, t.state]), tickets.map((t) => [t.code, 'void']));
-    assert.ok((await ticketRows(store, order.orderId)).every((r) => r.voided_at !== null));
+    assert.ok((await ticketRows(store, order.orderId)).every((r) => r.voided_at !== null), '(await ticketRows(store, order.orderId)).every((r) => r.voided_at !== null)');
     const check = await get(store, `/tickets/${tickets[0]!.code}`);
     assert.equal(check.status, 200);
     assert.ok(check.body.includes('無効 / Void') && !check.body.includes('有効 / Valid'), 'the door is told the ticket is void');
@@ -344,7 +344,7 @@ forEachEngine('tickets', (engine) => {
     const second = ((await retry.json()) as { payment: { url: string } }).payment.url;
     await press(store, second, 'card');
     const [ticket] = await paidTickets(store, order.token);
-    assert.ok(ticket);
+    assert.ok(ticket, 'ticket');
 
     await press(store, order.payUrl, 'card'); // the old tab pays too: money that needs a human
     assert.equal((await view(store, order.token)).state, 'on_hold');
@@ -355,7 +355,7 @@ forEachEngine('tickets', (engine) => {
     const released = await admin(store, 'POST', `/orders/${order.orderId}/events`, { event: 'release_to_cancelled' });
     assert.equal(released.status, 200, await released.text());
     assert.deepEqual((await view(store, order.token)).tickets.map((t) => t.state), ['void']);
-    assert.ok((await get(store, `/tickets/${ticket.code}`)).body.includes('無効 / Void'));
+    assert.ok((await get(store, `/tickets/${ticket.code}`)).body.includes('無効 / Void'), '(await get(store, `/tickets/${ticket.code}`)).body.includes(\'無効 / Void\')');
   });
 
   it('tickets of orders paid at the same moment never collide', async () => {

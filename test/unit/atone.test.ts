@@ -458,7 +458,7 @@ describe('atoneApi', () => {
     script = [never];
     const started = Date.now();
     await assert.rejects(api({ timeoutMs: 150, retries: 0 }).reference('tr_AbC123'), (e: unknown) => e instanceof AtoneTransportError && e.kind === 'timeout' && !e.maybeApplied);
-    assert.ok(Date.now() - started < 1_500);
+    assert.ok(Date.now() - started < 1_500, 'Date.now() - started < 1_500');
 
     seen.length = 0;
     script = [never, json(200, tx({ sales_settled: true }))];

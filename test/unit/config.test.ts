@@ -17,8 +17,8 @@ describe('configuration', () => {
     assert.equal(first.port, 3000);
     assert.equal(first.publicUrl, 'http://localhost:3000');
     assert.equal(first.masterKey.length, 32);
-    assert.ok(existsSync(join(dir, 'master.key')));
-    assert.ok(first.warnings.some((w) => w.includes('KESSAI_MASTER_KEY') && w.includes('production must set its own')));
+    assert.ok(existsSync(join(dir, 'master.key')), 'existsSync(join(dir, \'master.key\'))');
+    assert.ok(first.warnings.some((w) => w.includes('KESSAI_MASTER_KEY') && w.includes('production must set its own')), 'first.warnings.some((w) => w.includes(\'KESSAI_MASTER_KEY\') && w.includes(\'production mu…');
     // The same key on the next start, or stored secrets would no longer open.
     const second = loadConfig({ KESSAI_DATA_DIR: dir });
     assert.deepEqual(second.masterKey, first.masterKey);
@@ -29,7 +29,7 @@ describe('configuration', () => {
     assert.throws(
       () => loadConfig({ KESSAI_DATA_DIR: tempDir(), PORT: 'eighty', KESSAI_SANDBOX: 'maybe', KESSAI_MASTER_KEY: 'short', KESSAI_PUBLIC_URL: 'ftp://x' }),
       (error: unknown) => {
-        assert.ok(error instanceof ConfigError);
+        assert.ok(error instanceof ConfigError, 'error instanceof ConfigError');
         const keys = error.problems.map((p) => p.split(':')[0]).sort();
         assert.deepEqual(keys, ['KESSAI_MASTER_KEY', 'KESSAI_PUBLIC_URL', 'KESSAI_SANDBOX', 'PORT']);
         assert.match(error.message, /KESSAI_SANDBOX: must be on or off/);
@@ -48,7 +48,7 @@ describe('configuration', () => {
     assert.throws(
       () => loadConfig({ KESSAI_DATA_DIR: tempDir(), KESSAI_SANDBOX: 'off' }),
       (error: unknown) => {
-        assert.ok(error instanceof ConfigError);
+        assert.ok(error instanceof ConfigError, 'error instanceof ConfigError');
         assert.deepEqual(error.problems.map((p) => p.split(':')[0]).sort(), ['KESSAI_ADMIN_TOKEN', 'KESSAI_MASTER_KEY', 'KESSAI_SMTP_URL']);
         return true;
       },
@@ -79,6 +79,6 @@ describe('configuration', () => {
     assert.equal(env.PORT, '5000');
     assert.equal(env.LOG_LEVEL, 'debug');
     assert.equal(env.KESSAI_PUBLIC_URL, 'https://x.example.jp');
-    assert.ok(readFileSync(file, 'utf8').includes('PORT=4000'));
+    assert.ok(readFileSync(file, 'utf8').includes('PORT=4000'), 'readFileSync(file, \'utf8\').includes(\'PORT=4000\')');
   });
 });

@@ -302,7 +302,7 @@ describe('rules', () => {
     shop.deliver(0, captured());
     shop.deliver(0, { type: 'refunded', amount: 5000, refundId: 'bogus' }); // conflict → on_hold
     assert.equal(shop.order.state, 'on_hold');
-    assert.ok(shop.merchant('release_to_paid'));
+    assert.ok(shop.merchant('release_to_paid'), 'shop.merchant(\'release_to_paid\')');
     assert.equal(shop.order.state, 'paid');
     assert.equal(count(shop.effects, 'fulfil'), 1);
     assert.equal(count(shop.effects, 'commit_stock'), 1);
@@ -313,7 +313,7 @@ describe('rules', () => {
     shop.deliver(0, captured(900));
     assert.equal(shop.order.state, 'on_hold');
     const r = applyOrderEvent(shop.order, 'release_to_paid');
-    assert.ok(r.ok);
+    assert.ok(r.ok, 'r.ok');
     assert.deepEqual(r.effects, ['commit_stock', 'fulfil', 'notify_paid']);
   });
 
@@ -427,7 +427,7 @@ test('property: random fact sequences through decide keep every promise to the m
         }
 
         const stepEffects = shop.effects.slice(effectsBefore);
-        assert.ok((ORDER_STATES as readonly string[]).includes(shop.order.state));
+        assert.ok((ORDER_STATES as readonly string[]).includes(shop.order.state), '(ORDER_STATES as readonly string[]).includes(shop.order.state)');
         assertStepIsATableRow(before, shop.order, stepEffects);
         if (d !== undefined) assert.deepEqual(d.effects, stepEffects);
 
@@ -435,7 +435,7 @@ test('property: random fact sequences through decide keep every promise to the m
         assert.ok(count(shop.effects, 'commit_stock') <= 1, 'stock committed twice');
         assert.ok(count(shop.effects, 'release_stock') <= 1, 'stock released twice');
         assert.ok(count(shop.effects, 'commit_stock') + count(shop.effects, 'release_stock') <= 1, 'stock both committed and released');
-        assert.ok(!(shop.order.stockCommitted && shop.order.stockReleased));
+        assert.ok(!(shop.order.stockCommitted && shop.order.stockReleased), '!(shop.order.stockCommitted && shop.order.stockReleased)');
         assert.equal(shop.order.fulfilled, count(shop.effects, 'fulfil') === 1);
         if (shop.order.fulfilled) assert.ok(shop.order.stockCommitted, 'fulfilled without committed stock');
         for (const p of shop.attempts) assert.ok(p.refundedAmount <= p.capturedAmount, 'refunded more than captured');

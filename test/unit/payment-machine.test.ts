@@ -145,7 +145,7 @@ test('refunds accumulate; the exact remainder makes the payment refunded; more i
   const captured = snapshotIn('captured');
   const partial = applyPaymentFact(captured, { type: 'refunded', amount: 300, refundId: 'r1' });
   assert.deepEqual(partial, { kind: 'changed', next: { ...captured, state: 'partially_refunded', refundedAmount: 300 } });
-  assert.ok(partial.kind === 'changed');
+  assert.ok(partial.kind === 'changed', 'partial.kind === \'changed\'');
 
   const full = applyPaymentFact(partial.next, { type: 'refunded', amount: 700, refundId: 'r2' });
   assert.deepEqual(full, { kind: 'changed', next: { ...captured, state: 'refunded', refundedAmount: 1000 } });
@@ -196,12 +196,12 @@ test('property: any fact sequence keeps the snapshot coherent', () => {
         const before = p;
         const outcome = applyPaymentFact(p, fact);
         if (outcome.kind === 'changed') p = outcome.next;
-        assert.ok((PAYMENT_STATES as readonly string[]).includes(p.state));
+        assert.ok((PAYMENT_STATES as readonly string[]).includes(p.state), '(PAYMENT_STATES as readonly string[]).includes(p.state)');
         assert.equal(p.amount, TOTAL, 'the expected amount never changes');
         assert.ok(p.refundedAmount <= p.capturedAmount, 'never refund more than was captured');
         if (before.capturedAmount > 0) assert.equal(p.capturedAmount, before.capturedAmount, 'a capture is never overwritten');
         if (outcome.kind === 'changed') {
-          assert.ok(PAYMENT_TRANSITIONS.some((r) => r.from === before.state && r.fact === fact.type && r.to === p.state));
+          assert.ok(PAYMENT_TRANSITIONS.some((r) => r.from === before.state && r.fact === fact.type && r.to === p.state), 'PAYMENT_TRANSITIONS.some((r) => r.from === before.state && r.fact === fact.type && r.to…');
         }
       }
     }),

@@ -68,7 +68,7 @@ describe('the purchase request form', () => {
     const names = REQUEST_FIELDS.filter((s): s is FieldDef => s !== 'details').map((d) => d.name);
     assert.deepEqual(pairs.map(([n]) => n), [...names, 'sps_hashcode']);
     assert.equal(valueOf(pairs, 'sps_cust_no'), '');
-    assert.ok(pairs.every(([name, value]) => !value.includes(KEY) && !/hash_?key/i.test(name)));
+    assert.ok(pairs.every(([name, value]) => !value.includes(KEY) && !/hash_?key/i.test(name)), 'pairs.every(([name, value]) => !value.includes(KEY) && !/hash_?key/i.test(name))');
   });
 
   test('a hash key passed as a field is refused', () => {

@@ -219,7 +219,7 @@ describe('answers', () => {
       () => assert.fail('expected NG'),
       (e: unknown) => e,
     );
-    assert.ok(error instanceof SbpsApiError);
+    assert.ok(error instanceof SbpsApiError, 'error instanceof SbpsApiError');
     assert.equal(error.code, '10109025');
     assert.equal(error.method, '101');
     assert.equal(error.type, '09');
@@ -232,7 +232,7 @@ describe('answers', () => {
   test('an SBPS system error is marked transient', async () => {
     script = [ng('10190999')];
     const error = await client().commit({ payMethod: 'credit', trackingId: '1' }).catch((e: unknown) => e);
-    assert.ok(error instanceof SbpsApiError);
+    assert.ok(error instanceof SbpsApiError, 'error instanceof SbpsApiError');
     assert.equal(error.transient, true);
   });
 
@@ -253,20 +253,20 @@ describe('answers', () => {
   test('an answer that is not SBPS XML is a transport error with an unknown outcome', async () => {
     script = [(res) => res.writeHead(200, { 'content-type': 'text/html' }).end('<html><body>maintenance</body></html>')];
     const error = await client().commit({ payMethod: 'credit', trackingId: '1' }).catch((e: unknown) => e);
-    assert.ok(error instanceof SbpsTransportError);
+    assert.ok(error instanceof SbpsTransportError, 'error instanceof SbpsTransportError');
     assert.equal(error.kind, 'malformed');
     assert.equal(error.outcomeUnknown, true);
 
     script = [ok('ST02-00303-101')];
     const crossed = await client().commit({ payMethod: 'credit', trackingId: '1' }).catch((e: unknown) => e);
-    assert.ok(crossed instanceof SbpsTransportError);
+    assert.ok(crossed instanceof SbpsTransportError, 'crossed instanceof SbpsTransportError');
     assert.match(crossed.message, /answer is for ST02-00303-101/);
   });
 
   test('401 says what to check, and that nothing happened', async () => {
     script = [status(401)];
     const error = await client().refund({ payMethod: 'credit', trackingId: '1' }).catch((e: unknown) => e);
-    assert.ok(error instanceof SbpsTransportError);
+    assert.ok(error instanceof SbpsTransportError, 'error instanceof SbpsTransportError');
     assert.equal(error.kind, 'http');
     assert.equal(error.status, 401);
     assert.equal(error.outcomeUnknown, false);
@@ -285,7 +285,7 @@ describe('retries', () => {
   test('inquiry gives up after two retries', async () => {
     fallback = status(500);
     const error = await client().inquiry({ payMethod: 'credit', trackingId: '1' }).catch((e: unknown) => e);
-    assert.ok(error instanceof SbpsTransportError);
+    assert.ok(error instanceof SbpsTransportError, 'error instanceof SbpsTransportError');
     assert.equal(error.status, 500);
     assert.equal(seen.length, 3);
   });
@@ -301,7 +301,7 @@ describe('retries', () => {
     for (const run of [() => api.commit({ payMethod: 'credit', trackingId: '1' }), () => api.refund({ payMethod: 'credit', trackingId: '1' }), () => api.partialRefund({ payMethod: 'credit', trackingId: '1', amount: 1 }), () => api.cancel({ payMethod: 'credit', trackingId: '1' })]) {
       seen.length = 0;
       const error = await run().catch((e: unknown) => e);
-      assert.ok(error instanceof SbpsTransportError);
+      assert.ok(error instanceof SbpsTransportError, 'error instanceof SbpsTransportError');
       assert.equal(error.outcomeUnknown, true, 'a 5xx may have been applied: read back first');
       assert.equal(seen.length, 1);
     }
@@ -311,17 +311,17 @@ describe('retries', () => {
     script = [() => undefined]; // never answers
     const started = Date.now();
     const error = await client({ timeoutMs: 150 }).refund({ payMethod: 'credit', trackingId: '1' }).catch((e: unknown) => e);
-    assert.ok(error instanceof SbpsTransportError);
+    assert.ok(error instanceof SbpsTransportError, 'error instanceof SbpsTransportError');
     assert.equal(error.kind, 'timeout');
     assert.equal(error.outcomeUnknown, true);
-    assert.ok(Date.now() - started < 2_000);
+    assert.ok(Date.now() - started < 2_000, 'Date.now() - started < 2_000');
     assert.equal(seen.length, 1);
     server.closeAllConnections();
   });
 
   test('a refused connection is a network error', async () => {
     const error = await client({ url: 'http://127.0.0.1:9/api/xmlapi.do' }).cancel({ payMethod: 'credit', trackingId: '1' }).catch((e: unknown) => e);
-    assert.ok(error instanceof SbpsTransportError);
+    assert.ok(error instanceof SbpsTransportError, 'error instanceof SbpsTransportError');
     assert.equal(error.kind, 'network');
   });
 });

@@ -111,7 +111,7 @@ describe('toFullWidthKatakana', () => {
     assert.equal(toFullWidthKatakana('ｱﾟ'), 'ア゜');
     assert.equal(toFullWidthKatakana('ﾞﾟ'), '゛゜');
     assert.equal(toFullWidthKatakana('ｶﾞﾞ'), 'ガ゛');
-    assert.ok(checkJisX0208(toFullWidthKatakana('ﾜﾞｦﾞｳﾞ')).ok);
+    assert.ok(checkJisX0208(toFullWidthKatakana('ﾜﾞｦﾞｳﾞ')).ok, 'checkJisX0208(toFullWidthKatakana(\'ﾜﾞｦﾞｳﾞ\')).ok');
   });
 
   test('leaves everything else alone', () => {

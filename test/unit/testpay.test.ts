@@ -92,7 +92,7 @@ async function started(overrides: Parameters<typeof attempt>[0] = {}): Promise<{
   const a = attempt(overrides);
   const { action, gatewayRef } = await provider().start(a);
   assert.equal(action.type, 'redirect');
-  assert.ok(gatewayRef?.startsWith('tp_'));
+  assert.ok(gatewayRef?.startsWith('tp_'), 'gatewayRef?.startsWith(\'tp_\')');
   a.attempt.gateway_ref = gatewayRef ?? null;
   return { a, payUrl: (action as { url: string }).url };
 }
@@ -169,7 +169,7 @@ describe('testpay adapter against the testpay sandbox', () => {
 
     // The gateway sends the webhook before it redirects, so it is already here.
     const [hook] = webhooksFor(gatewayRef);
-    assert.ok(hook);
+    assert.ok(hook, 'hook');
     assert.equal(hook.event.type, 'payment.captured');
     const facts = verifiedFacts(await parse(hook.raw));
     assert.deepEqual(facts.map(({ eventKey, merchantRef, gatewayRef: ref, fact }) => ({ eventKey, merchantRef, ref, fact })), [
@@ -188,25 +188,25 @@ describe('testpay adapter against the testpay sandbox', () => {
     const { a, payUrl } = await started();
     await choose(payUrl, 'card');
     const [hook] = webhooksFor(a.attempt.gateway_ref!);
-    assert.ok(hook);
+    assert.ok(hook, 'hook');
 
     const tampered = Buffer.from(hook.raw.body);
     const at = tampered.indexOf('"amount":1000') + '"amount":'.length;
     tampered[at] = '9'.charCodeAt(0); // one byte: 1000 → 9000
     const forged = await parse({ headers: hook.raw.headers, body: tampered });
-    assert.ok('rejected' in forged);
+    assert.ok('rejected' in forged, '\'rejected\' in forged');
     assert.equal(forged.reply.status, 401);
 
     const { ['x-testpay-signature']: _dropped, ...unsigned } = hook.raw.headers;
     const missing = await parse({ headers: unsigned, body: hook.raw.body });
-    assert.ok('rejected' in missing);
+    assert.ok('rejected' in missing, '\'rejected\' in missing');
     assert.match(missing.reason, /missing or malformed/);
 
     const malformed = await parse({ headers: { ...hook.raw.headers, 'x-testpay-signature': 'abc' }, body: hook.raw.body });
-    assert.ok('rejected' in malformed);
+    assert.ok('rejected' in malformed, '\'rejected\' in malformed');
 
     const otherSecret = await provider().parseNotification({ rawBody: hook.raw.body, headers: hook.raw.headers, settings: { ...settings, 'testpay.secret': 'another-secret' }, remoteAddress: '127.0.0.1' });
-    assert.ok('rejected' in otherSecret);
+    assert.ok('rejected' in otherSecret, '\'rejected\' in otherSecret');
 
     // Re-serialized JSON is not what was signed: the developer is told so instead of a silent reject.
     await assert.rejects(
@@ -257,7 +257,7 @@ describe('testpay adapter against the testpay sandbox', () => {
 
     assert.equal((await choose(payUrl, 'konbini')).status, 303);
     const [awaiting] = webhooksFor(gatewayRef);
-    assert.ok(awaiting);
+    assert.ok(awaiting, 'awaiting');
     const [fact] = verifiedFacts(await parse(awaiting.raw));
     assert.deepEqual(fact?.fact, { type: 'awaiting_payment', amount: 2500 });
     const konbini = (fact?.details as { konbini: { receipt: string; deadline: string } }).konbini;
@@ -272,7 +272,7 @@ describe('testpay adapter against the testpay sandbox', () => {
 
     assert.equal((await choose(payUrl, 'konbini-paid')).status, 303);
     const paid = webhooksFor(gatewayRef)[1];
-    assert.ok(paid);
+    assert.ok(paid, 'paid');
     assert.deepEqual(factsOnly(verifiedFacts(await parse(paid.raw))), [{ type: 'captured', amount: 2500 }]);
     assert.deepEqual(factsOnly(await provider().readBack(a)), [{ type: 'captured', amount: 2500 }]);
   });
