@@ -178,7 +178,7 @@ forEachEngine('atone through the store', (engine) => {
     const ship = await fetch(`${store.url}/api/admin/orders/${orderId}/events`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ event: 'ship' }) });
     assert.equal(ship.status, 200, await ship.text());
     await eventually(async () => assert.equal((await atoneApiOf(store).reference(id)).sales_settled, true), 10_000);
-    await eventually(async () => assert.ok((await onlyAttempt(store, orderId)).details.includes('settled')));
+    await eventually(async () => assert.ok((await onlyAttempt(store, orderId)).details.includes('settled'), 'the attempt records the settle'));
   });
 
   it('settle immediately: the payment object asks atone to settle with the authorization', async () => {
