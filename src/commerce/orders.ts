@@ -269,11 +269,21 @@ async function insertAttempt(tx: Tx, a: { id: string; order: Order; provider: st
  * Opens a new payment attempt on an order still waiting for payment (after a decline, or to pay
  * another way). The previous attempt stays on record; its late facts are recognised as stale.
  */
+/**
+ * Fewer seconds than this before an order's stock reservation ends leave no time to pay: a gateway's
+ * page opened then would be closed under the customer (or, at SBPS, take money for stock given back).
+ */
+export const MIN_SECONDS_TO_PAY = 60;
+
 export async function openAttempt(ctx: Context, orderId: string, payment: { provider: string; method?: string }): Promise<string> {
   return ctx.db.transaction().execute(async (tx) => {
     const order = await lockOrder(ctx, tx, orderId);
     if (order.state !== 'pending_payment') {
       throw new KessaiError('order_not_payable', `order ${order.number} is ${order.state}; only an order waiting for payment takes a new attempt`, 409);
+    }
+    const left = Math.floor((Date.parse(order.expires_at) - Date.now()) / 1000);
+    if (left < MIN_SECONDS_TO_PAY) {
+      throw new KessaiError('reservation_ending', `order ${order.number}'s reservation ends in ${Math.max(0, left)} seconds, too soon to pay (at least ${MIN_SECONDS_TO_PAY} are needed); please order again`, 409);
     }
     const count = await tx
       .selectFrom('payment_attempts')

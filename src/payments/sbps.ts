@@ -1,6 +1,7 @@
 import type { PaymentFact } from '../commerce/payment-machine.js';
 import type { ShopSettings } from '../commerce/shops.js';
 import { StopRetrying } from '../errors.js';
+import { MIN_SECONDS_TO_PAY } from '../commerce/orders.js';
 import { jisX0208Problem, toFullWidthKatakana } from '../gateways/common/sjis.js';
 import {
   buildPurchaseRequest,
@@ -52,9 +53,6 @@ export function sbpsItemName(name: string): string {
   return truncateSjis(safe, SBPS_LIMITS.item_name);
 }
 
-/** Fewer seconds than this before the order's reservation ends leave no time to pay at SBPS: no attempt starts. */
-export const SBPS_MIN_SECONDS_TO_PAY = 60;
-
 /**
  * limit_second of a purchase request: the shop's setting, but never beyond the end of the order's
  * stock reservation. SBPS takes the payment until request_date + limit_second, and an OK after the
@@ -65,8 +63,10 @@ export function sbpsLimitSecond(settings: ShopSettings, expiresAt: string | unde
   if (expiresAt === undefined) return configured;
   const left = Math.floor((Date.parse(expiresAt) - now) / 1000);
   if (Number.isNaN(left)) throw new Error(`the order's reservation end "${expiresAt}" is not a time`);
-  if (left < SBPS_MIN_SECONDS_TO_PAY) {
-    throw new Error(`the order's reservation ends in ${Math.max(0, left)} seconds, too soon to pay at SBPS (at least ${SBPS_MIN_SECONDS_TO_PAY} are needed); please order again`);
+  // A new attempt on an order has this much time (openAttempt); a checkout under a shorter
+  // reservation setting does not, and SBPS is not sent a page that closes before it opens.
+  if (left < MIN_SECONDS_TO_PAY) {
+    throw new Error(`the order's reservation ends in ${Math.max(0, left)} seconds, too soon to pay at SBPS (at least ${MIN_SECONDS_TO_PAY} are needed); please order again`);
   }
   return Math.min(configured, left);
 }

@@ -12,6 +12,7 @@ import { eventRow } from '../../src/payments/apply-fact.js';
 import { sandboxSecret, setShopSettings } from '../../src/commerce/shops.js';
 import { eventually } from '../helpers/eventually.js';
 import { forEachEngine } from '../helpers/db.js';
+import { FormClient, unescapeHtml } from '../helpers/browser.js';
 import { readMails } from '../helpers/mail.js';
 import { ADMIN_TOKEN, attempts, notificationsApplied, onlyAttempt, sku, startStore, type TestStore } from '../helpers/store.js';
 
@@ -434,6 +435,31 @@ forEachEngine('payment flow through the gateway', (engine) => {
     // The request body is {provider, method}: the field at fault is "provider".
     assert.deepEqual(body.error.problems.map((p) => p.field), ['provider'], JSON.stringify(body));
     assert.equal((await attempts(store, order.orderId)).length, 1, 'no attempt opened');
+  });
+
+  it('refuses to open a payment in the last minute of the reservation, by the API and on the order page, and opens none', async () => {
+    const order = await placeOrder(store, [{ sku: 'demo-serial', quantity: 1 }]);
+    await press(order.payUrl, 'decline');
+    await notificationsApplied(store);
+    const soon = new Date(Date.now() + 45_000).toISOString();
+    await store.rt.ctx.db.updateTable('orders').set({ expires_at: soon }).where('id', '=', order.orderId).execute();
+
+    const res = await fetch(`${store.url}/api/orders/${order.token}/payments`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ provider: 'testpay' }),
+    });
+    assert.equal(res.status, 409);
+    const body = (await res.json()) as ErrorBody;
+    assert.equal(body.error.code, 'reservation_ending', JSON.stringify(body));
+    assert.match(body.error.message, /reservation ends in 4\d seconds, too soon to pay/);
+
+    const b = new FormClient(store.url);
+    const page = await b.submit(`/orders/${order.token}`, `/orders/${order.token}/pay`, { provider: 'testpay' });
+    assert.equal(page.status, 400, 'the order page again, with the reason');
+    assert.match(unescapeHtml(page.body), /role="alert">order K[\w-]+'s reservation ends in 4\d seconds, too soon to pay/);
+    assert.equal((await attempts(store, order.orderId)).length, 1, 'no attempt opened');
+    assert.equal(await stateOf(store, order.token), 'pending_payment');
   });
 
   it('a cancel at the gateway cancels the order and gives the stock back', async () => {

@@ -7,7 +7,8 @@ import { StopRetrying } from '../../src/errors.js';
 import type { PaymentAttempt } from '../../src/db/schema.js';
 import type { OperationRun } from '../../src/payments/operations.js';
 import type { AttemptContext } from '../../src/payments/provider.js';
-import { SBPS_MIN_SECONDS_TO_PAY, sbpsProvider } from '../../src/payments/sbps.js';
+import { MIN_SECONDS_TO_PAY } from '../../src/commerce/orders.js';
+import { sbpsProvider } from '../../src/payments/sbps.js';
 
 /*
  * The SBPS adapter against a scripted XML API (a fetch that answers as SBPS would): which request
@@ -192,7 +193,7 @@ describe('limit_second and the order reservation', () => {
   test('less than a minute left: the attempt does not start, with a reason the customer can read', async () => {
     await assert.rejects(provider.start(context({ expiresAt: new Date(Date.now() + 30_000).toISOString() })), /reservation ends in (29|30) seconds, too soon to pay at SBPS/);
     await assert.rejects(provider.start(context({ expiresAt: new Date(Date.now() - 5_000).toISOString() })), /ends in 0 seconds/);
-    assert.equal(SBPS_MIN_SECONDS_TO_PAY, 60);
+    assert.equal(MIN_SECONDS_TO_PAY, 60);
   });
 });
 

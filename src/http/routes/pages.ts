@@ -129,7 +129,9 @@ export function pageRoutes(p: Payments): FastifyPluginAsync {
       try {
         result = await retryPayment(p, order, token, { provider });
       } catch (error) {
+        // A choice the order cannot take, or an order that can no longer be paid: the order page says why.
         if (error instanceof KessaiError && error.code === 'invalid_input') return orderPage(reply, token, error.problems[0]?.reason ?? error.message);
+        if (error instanceof KessaiError && error.status === 409) return orderPage(reply, token, error.message);
         throw error;
       }
       return handoff(reply, await forBrowser(p, token, result.action));
