@@ -7,6 +7,7 @@ import { nowIso } from '../ids.js';
 import { ChekichaError, linkAccount } from '../integrations/chekicha/connect.js';
 import { enqueue } from '../jobs/outbox.js';
 import type { JobKind } from '../jobs/registry.js';
+import type { FulfilmentLine } from './fulfilment-lines.js';
 import { getShopSettings, shopSwitchedOn } from './shops.js';
 
 /*
@@ -54,9 +55,8 @@ async function wantLink(tx: Db | Tx, payload: LinkPayload): Promise<void> {
  * Called by the payment's transaction when an order is fulfilled: an order with a serial-code
  * product, of a member not linked yet, in a shop with Chekicha on, asks for the link.
  */
-export async function linkAfterPurchase(tx: Tx, order: Order): Promise<void> {
-  const serial = await tx.selectFrom('order_lines').select('id').where('order_id', '=', order.id).where('product_kind', '=', 'serial_code').executeTakeFirst();
-  if (!serial) return;
+export async function linkAfterPurchase(tx: Tx, order: Order, lines: readonly FulfilmentLine[]): Promise<void> {
+  if (!lines.some((l) => l.kind === 'serial_code')) return;
   const member = await tx.selectFrom('customers').select('id').where('id', '=', order.customer_id).where('password_hash', 'is not', null).executeTakeFirst();
   if (!member || (await linkedAt(tx, member.id)) !== undefined) return;
   if (!(await shopSwitchedOn(tx, order.shop_id, 'chekicha.enabled'))) return;

@@ -9,6 +9,7 @@ import { KessaiError, notFound, parseInput, type FieldProblem, invalid } from '.
 import { hashToken, newId, newSecret, nowIso, readableNumber } from '../ids.js';
 import { enqueue } from '../jobs/outbox.js';
 import { linkAfterPurchase } from './chekicha-link.js';
+import { fulfilmentLines } from './fulfilment-lines.js';
 import { applyOrderEvent, type OrderSnapshot } from './decide.js';
 import type { OrderEffect, OrderEvent, OrderState } from './order-machine.js';
 import { allocateSerialCodes, holdForMissingCodes, orderSerialCodes, releaseUndeliveredCodes, type SerialCodeView } from './serial-codes.js';
@@ -347,10 +348,6 @@ export interface OrderChange {
 }
 
 /**
- * Writes an order's new state and carries out its effects inside the caller's transaction: stock
- * moves now (they are database rows), anything that talks to the outside world goes to the outbox.
- */
-/**
  * The order in which a transaction locks several SKU rows (checkout, payment, order edit): by id,
  * compared as JavaScript strings. Every writer of SKU rows uses it, so none waits on another's rows
  * crosswise (on PostgreSQL, a deadlock).
@@ -359,10 +356,23 @@ export function skuLockOrder(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-export async function applyOrderChange(tx: Tx, order: Order, next: OrderChange, effects: readonly OrderEffect[], cause: string): Promise<OrderState> {
+/**
+ * Writes an order's new state and carries out its effects inside the caller's transaction: stock
+ * moves now (they are database rows), anything that talks to the outside world goes to the outbox.
+ * `paymentChange`: the payment's own state change of the same fact, recorded with the order's.
+ */
+export async function applyOrderChange(
+  tx: Tx,
+  order: Order,
+  next: OrderChange,
+  effects: readonly OrderEffect[],
+  cause: string,
+  paymentChange?: { id: string; from: string; to: string },
+): Promise<OrderState> {
   const at = nowIso();
   // Serial codes first: an order that cannot get all its codes is held, not fulfilled (serial-codes.ts).
-  const short = effects.includes('fulfil') ? await allocateSerialCodes(tx, order) : [];
+  const lines = effects.includes('fulfil') ? await fulfilmentLines(tx, order.id) : [];
+  const short = lines.length > 0 ? await allocateSerialCodes(tx, order, lines) : [];
   if (short.length > 0) ({ next, effects } = holdForMissingCodes(next, effects, short));
   const mails: Partial<Record<OrderEffect, string>> = {
     notify_paid: 'order_paid',
@@ -383,10 +393,10 @@ export async function applyOrderChange(tx: Tx, order: Order, next: OrderChange, 
     await insertRow(tx, 'alerts', { id: newId('alr'), kind: 'order_on_hold', message: `order ${order.number} is on hold: ${next.holdReason ?? cause}`, ref: order.id, created_at: at, resolved_at: null });
   }
   // Tickets are rows, so they are issued with the payment; once the money is back they admit no one.
-  if (effects.includes('fulfil')) await issueTickets(tx, order);
+  if (effects.includes('fulfil')) await issueTickets(tx, order, lines);
   // Chekicha hears of it through the outbox: its outage must never roll back or delay the payment.
-  if (effects.includes('fulfil')) await linkAfterPurchase(tx, order);
-  if (effects.includes('fulfil')) await startSubscriptions(tx, order);
+  if (effects.includes('fulfil')) await linkAfterPurchase(tx, order, lines);
+  if (effects.includes('fulfil')) await startSubscriptions(tx, order, lines);
   if (order.fulfilled === 1 && (next.state === 'refunded' || next.state === 'cancelled')) await voidTickets(tx, order.id);
   // A gateway that confirms the sale on shipment (atone's 売上確定) hears of it through the outbox.
   if (next.state === 'shipped' && order.state !== 'shipped') await enqueue(tx, { kind: 'payment.settle', payload: { orderId: order.id }, dedupeKey: `payment.settle:${order.id}` });
@@ -403,7 +413,12 @@ export async function applyOrderChange(tx: Tx, order: Order, next: OrderChange, 
     })
     .where('id', '=', order.id)
     .execute();
-  if (next.state !== order.state) await recordChange(tx, 'order', order.id, order.state, next.state, cause);
+  // Both state changes of a payment fact in one insert: a round trip fewer on PostgreSQL.
+  const changes = [
+    ...(paymentChange ? [changeRow('payment', paymentChange.id, paymentChange.from, paymentChange.to, cause, at)] : []),
+    ...(next.state !== order.state ? [changeRow('order', order.id, order.state, next.state, cause, at)] : []),
+  ];
+  if (changes.length > 0) await insertRows(tx, 'state_changes', changes);
   // Stock last: a SKU row is shared by every order of it, so its lock is held as briefly as possible.
   // decide() never asks for both: stock given back is never committed, and vice versa.
   const move = effects.includes('commit_stock') ? 'committed' : effects.includes('release_stock') ? 'released' : undefined;

@@ -11,6 +11,7 @@ import { KessaiError, notFound, parseInput } from '../errors.js';
 import { newId, nowIso, random } from '../ids.js';
 import { readChekichaZip, type CodeRow, type CsvEncoding, type CsvFile, type ImportEvent, type Rejection, type SerialSpec } from '../integrations/chekicha/import.js';
 import type { ZipLimits } from '../integrations/chekicha/zip.js';
+import type { FulfilmentLine } from './fulfilment-lines.js';
 import { transitionOrder, type OrderEffect, type OrderState } from './order-machine.js';
 
 /*
@@ -375,16 +376,8 @@ export interface CodeShortfall {
  * codes instead of queueing; a short pick is confirmed by waiting for those locks (a payment that
  * rolls back gives its codes back) before the order is held. SQLite has one writer at a time.
  */
-export async function allocateSerialCodes(tx: Tx, order: Pick<Order, 'id'>, now = new Date()): Promise<CodeShortfall[]> {
-  const lines = await tx
-    .selectFrom('order_lines')
-    .innerJoin('skus', 'skus.id', 'order_lines.sku_id')
-    .innerJoin('serial_code_specs as spec', 'spec.product_id', 'skus.product_id')
-    .select(['order_lines.id', 'order_lines.sku_id', 'order_lines.name', 'order_lines.quantity', 'skus.product_id'])
-    .where('order_lines.order_id', '=', order.id)
-    .where('order_lines.product_kind', '=', 'serial_code')
-    .orderBy('order_lines.position')
-    .execute();
+export async function allocateSerialCodes(tx: Tx, order: Pick<Order, 'id'>, orderLines: readonly FulfilmentLine[], now = new Date()): Promise<CodeShortfall[]> {
+  const lines = orderLines.filter((l) => l.kind === 'serial_code' && l.hasCodeSpec);
   if (lines.length === 0) return [];
   const postgres = isPostgres(tx);
   const today = jstDate(now);
@@ -397,11 +390,11 @@ export async function allocateSerialCodes(tx: Tx, order: Pick<Order, 'id'>, now 
       let candidates = tx
         .selectFrom('serial_codes')
         .select('code')
-        .where('sku_id', '=', line.sku_id)
+        .where('sku_id', '=', line.skuId)
         .where('state', '=', 'available')
         .where('valid_from', '<=', today)
         .where('valid_until', '>=', today)
-        .where('batch_id', 'in', (eb) => eb.selectFrom('serial_code_batches').select('id').where('product_id', '=', line.product_id).where('state', '=', 'imported'))
+        .where('batch_id', 'in', (eb) => eb.selectFrom('serial_code_batches').select('id').where('product_id', '=', line.productId).where('state', '=', 'imported'))
         // The codes that expire first go first.
         .orderBy('valid_until')
         .orderBy('code')
@@ -414,7 +407,7 @@ export async function allocateSerialCodes(tx: Tx, order: Pick<Order, 'id'>, now 
         .with((cte) => cte('picked').materialized(), () => candidates)
         .updateTable('serial_codes')
         .set({ state: 'assigned', order_id: order.id, order_line_id: line.id, assigned_at: at })
-        .where('product_id', '=', line.product_id)
+        .where('product_id', '=', line.productId)
         .where('code', 'in', (eb) => eb.selectFrom('picked').select('picked.code'))
         .where('state', '=', 'available')
         .returning('code')

@@ -5,6 +5,7 @@ import { insertRow } from '../db/insert.js';
 import type { Order, Subscription } from '../db/schema.js';
 import { notFound, parseInput } from '../errors.js';
 import { newId, nowIso } from '../ids.js';
+import type { FulfilmentLine } from './fulfilment-lines.js';
 import { createOrder, type CreatedOrder } from './orders.js';
 import { jstDate } from './serial-codes.js';
 
@@ -35,15 +36,8 @@ export function addMonths(date: string, months: number): string {
  * a member paying with the recurring gateway. A renewal order continues its subscription instead,
  * and a replayed fulfilment finds its subscriptions made (one per order and SKU).
  */
-export async function startSubscriptions(tx: Tx, order: Order): Promise<void> {
-  const recurring = await tx
-    .selectFrom('order_lines')
-    .innerJoin('skus', 'skus.id', 'order_lines.sku_id')
-    .innerJoin('products', 'products.id', 'skus.product_id')
-    .select(['order_lines.sku_id', 'order_lines.quantity', 'products.recurring_interval_months as interval'])
-    .where('order_lines.order_id', '=', order.id)
-    .where('products.recurring_interval_months', 'is not', null)
-    .execute();
+export async function startSubscriptions(tx: Tx, order: Order, lines: readonly FulfilmentLine[]): Promise<void> {
+  const recurring = lines.flatMap((l) => (l.recurringMonths === null ? [] : [{ skuId: l.skuId, quantity: l.quantity, interval: l.recurringMonths }]));
   if (recurring.length === 0) return;
   if (await tx.selectFrom('subscription_orders').select('order_id').where('order_id', '=', order.id).executeTakeFirst()) return;
   const attempt = order.current_attempt_id
@@ -61,12 +55,12 @@ export async function startSubscriptions(tx: Tx, order: Order): Promise<void> {
         id: newId('sub'),
         shop_id: order.shop_id,
         customer_id: member.id,
-        sku_id: line.sku_id,
+        sku_id: line.skuId,
         quantity: line.quantity,
-        interval_months: line.interval!,
+        interval_months: line.interval,
         provider: attempt.provider,
         source_order_id: order.id,
-        next_date: addMonths(today, line.interval!),
+        next_date: addMonths(today, line.interval),
         state: 'active',
         created_at: at,
         updated_at: at,

@@ -3,6 +3,7 @@ import type { Context } from '../context.js';
 import type { Db, Tx } from '../db/index.js';
 import { insertRows } from '../db/insert.js';
 import type { Order, Ticket } from '../db/schema.js';
+import type { FulfilmentLine } from './fulfilment-lines.js';
 import { newId, nowIso, random } from '../ids.js';
 
 /*
@@ -50,15 +51,8 @@ const INSERT_CHUNK = 500;
  * issues nothing; the unique (order, serial) pair refuses a double issue even if that check were
  * raced. Answers the number of tickets issued by this call.
  */
-export async function issueTickets(tx: Tx, order: Pick<Order, 'id' | 'shop_id'>): Promise<number> {
-  // Most orders hold no ticket: their lines are the one query.
-  const lines = await tx
-    .selectFrom('order_lines')
-    .select(['id', 'sku_id', 'quantity'])
-    .where('order_id', '=', order.id)
-    .where('product_kind', '=', 'ticket')
-    .orderBy('position')
-    .execute();
+export async function issueTickets(tx: Tx, order: Pick<Order, 'id' | 'shop_id'>, orderLines: readonly FulfilmentLine[]): Promise<number> {
+  const lines = orderLines.filter((l) => l.kind === 'ticket');
   if (lines.length === 0) return 0;
   const already = await tx.selectFrom('tickets').select('id').where('order_id', '=', order.id).limit(1).executeTakeFirst();
   if (already) return 0;
@@ -70,7 +64,7 @@ export async function issueTickets(tx: Tx, order: Pick<Order, 'id' | 'shop_id'>)
       shop_id: order.shop_id,
       order_id: order.id,
       order_line_id: line.id,
-      sku_id: line.sku_id,
+      sku_id: line.skuId,
       serial: ++serial,
       code: newTicketCode(),
       state: 'issued' as const,

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import { decide, type Decision } from '../commerce/decide.js';
-import { applyOrderChange, lockOrder, orderSnapshot, recordChange } from '../commerce/orders.js';
+import { applyOrderChange, orderSnapshot, recordChange } from '../commerce/orders.js';
 import type { PaymentSnapshot, PaymentState } from '../commerce/payment-machine.js';
 import type { Context } from '../context.js';
 import { forUpdate, type Db, type Tx } from '../db/index.js';
@@ -239,13 +239,10 @@ function reportRecorded(ctx: Context, done: Settled): ApplyResult {
  */
 async function settle(ctx: Context, tx: Tx, event: EventRow, recorded: boolean, f: StatedFact): Promise<ApplyResult> {
   const { shop_id: shopId, provider, source } = event;
-  const located = await tx
-    .selectFrom('payment_attempts')
-    .select(['id', 'order_id'])
-    .where('shop_id', '=', shopId)
-    .where('provider', '=', provider)
-    .where('merchant_ref', '=', f.merchantRef)
-    .executeTakeFirst();
+  const attemptQuery = tx.selectFrom('payment_attempts').where('shop_id', '=', shopId).where('provider', '=', provider).where('merchant_ref', '=', f.merchantRef);
+  // Lock order before attempt, always in this order, so concurrent facts cannot deadlock. The order
+  // is found through its attempt in the same statement (a round trip fewer on PostgreSQL).
+  const order = await forUpdate(ctx.engine, tx.selectFrom('orders').selectAll().where('id', '=', attemptQuery.select('order_id'))).executeTakeFirst();
   const at = nowIso();
   const write = async (outcome: ApplyResult['outcome'], note: string, attemptId: string | null) => {
     const outcomeColumns = { outcome, note, attempt_id: attemptId, applied_at: at };
@@ -261,7 +258,7 @@ async function settle(ctx: Context, tx: Tx, event: EventRow, recorded: boolean, 
     if (Number(inserted.numInsertedOrUpdatedRows ?? 0) !== 1) throw new SeenMeanwhile();
   };
 
-  if (!located) {
+  if (!order) {
     // Kept, not dropped: a verified fact for a reference we do not know needs a human.
     const note = `no payment attempt "${f.merchantRef}" in shop "${shopId}"`;
     await write('unknown_attempt', note, null);
@@ -269,9 +266,7 @@ async function settle(ctx: Context, tx: Tx, event: EventRow, recorded: boolean, 
     return { outcome: 'unknown_attempt', note };
   }
 
-  // Lock order before attempt, always in this order, so concurrent facts cannot deadlock.
-  const order = await lockOrder(ctx, tx, located.order_id);
-  const attempt = await forUpdate(ctx.engine, tx.selectFrom('payment_attempts').selectAll().where('id', '=', located.id)).executeTakeFirstOrThrow();
+  const attempt = await forUpdate(ctx.engine, attemptQuery.selectAll()).executeTakeFirstOrThrow();
 
   const isCurrentAttempt = order.current_attempt_id === attempt.id;
   const d = decide(orderSnapshot(order), paymentSnapshot(attempt), f.fact, { isCurrentAttempt });
@@ -293,8 +288,8 @@ async function settle(ctx: Context, tx: Tx, event: EventRow, recorded: boolean, 
       })
       .where('id', '=', attempt.id)
       .execute();
-    if (d.payment.state !== attempt.state) await recordChange(tx, 'payment', attempt.id, attempt.state, d.payment.state, cause);
   }
+  const paymentChange = d.payment.state !== attempt.state ? { id: attempt.id, from: attempt.state, to: d.payment.state } : undefined;
   if (!isCurrentAttempt && d.outcome === 'applied' && f.fact.type === 'captured') {
     // The money came through an earlier attempt: that attempt is now the order's payment.
     await tx.updateTable('orders').set({ current_attempt_id: attempt.id }).where('id', '=', order.id).execute();
@@ -303,7 +298,9 @@ async function settle(ctx: Context, tx: Tx, event: EventRow, recorded: boolean, 
   let orderState = d.order.state;
   if (d.orderChanged || d.effects.length > 0) {
     const held = d.outcome === 'conflict' || d.outcome === 'amount_mismatch';
-    orderState = await applyOrderChange(tx, order, { ...d.order, holdReason: held ? d.note : undefined }, d.effects, cause);
+    orderState = await applyOrderChange(tx, order, { ...d.order, holdReason: held ? d.note : undefined }, d.effects, cause, paymentChange);
+  } else if (paymentChange) {
+    await recordChange(tx, 'payment', paymentChange.id, paymentChange.from, paymentChange.to, cause);
   }
   return { outcome: d.outcome, orderId: order.id, orderState, paymentState: d.payment.state, note: d.note };
 }

@@ -10,6 +10,7 @@ import jsqr from 'jsqr';
 import { PNG } from 'pngjs';
 import { createProduct } from '../../src/commerce/catalog.js';
 import { sandboxSecret } from '../../src/commerce/shops.js';
+import { fulfilmentLines } from '../../src/commerce/fulfilment-lines.js';
 import { canonicalTicketCode, issueTickets, maskOrderNumber, newTicketCode } from '../../src/commerce/tickets.js';
 import { forEachEngine } from '../helpers/db.js';
 import { eventually } from '../helpers/eventually.js';
@@ -285,7 +286,7 @@ forEachEngine('tickets', (engine) => {
 
     // Even asked to issue again, the order's tickets are already there.
     const row = await store.rt.ctx.db.selectFrom('orders').selectAll().where('id', '=', order.orderId).executeTakeFirstOrThrow();
-    assert.equal(await store.rt.ctx.db.transaction().execute((tx) => issueTickets(tx, row)), 0);
+    assert.equal(await store.rt.ctx.db.transaction().execute(async (tx) => issueTickets(tx, row, await fulfilmentLines(tx, row.id))), 0);
     assert.equal((await ticketRows(store, order.orderId)).length, 2);
   });
 
