@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 
 const ALPHABET = '0123456789abcdefghjkmnpqrstvwxyz'; // Crockford base32, lower case
 
@@ -69,6 +69,16 @@ export function newId(prefix: string): string {
  */
 export function newSecret(): string {
   return `${timePart(Date.now())}.${Buffer.from(random(32)).toString('base64url')}`;
+}
+
+/**
+ * A bearer secret the store can make again later, shaped like `newSecret`: the time it was made, a
+ * dot, then 256 bits, here an HMAC under `key` of what it is for and that time instead of random
+ * bits. Only its hash is stored; whoever holds the key can mail the link again. `made`: the time
+ * part of a secret made earlier (the part before the dot of its stored hash).
+ */
+export function derivedSecret(key: Buffer, purpose: string, made: string = timePart(Date.now())): string {
+  return `${made}.${createHmac('sha256', key).update(`${purpose}:${made}`).digest('base64url')}`;
 }
 
 /**

@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import { orderView, type CustomerOrderView } from '../commerce/orders.js';
+import { orderPageUrl, orderView, type CustomerOrderView } from '../commerce/orders.js';
 import type { Context } from '../context.js';
 
 /*
@@ -12,7 +12,8 @@ import type { Context } from '../context.js';
 /** How many orders the my page lists, newest first. */
 export const MY_PAGE_ORDERS = 50;
 
-export async function customerOrders(ctx: Context, customerId: string): Promise<CustomerOrderView[]> {
+/** `url`: the order's own page (to pay an unpaid order, see its state), when its link can be made. */
+export async function customerOrders(ctx: Context, customerId: string): Promise<(CustomerOrderView & { url?: string })[]> {
   const me = await ctx.db.selectFrom('customers').select(['shop_id', 'email', 'email_verified_at']).where('id', '=', customerId).executeTakeFirstOrThrow();
   const orders = await ctx.db
     .selectFrom('orders')
@@ -33,7 +34,7 @@ export async function customerOrders(ctx: Context, customerId: string): Promise<
     .orderBy('orders.created_at', 'desc')
     .limit(MY_PAGE_ORDERS)
     .execute();
-  return Promise.all(orders.map((o) => orderView(ctx, o)));
+  return Promise.all(orders.map(async (o) => ({ ...(await orderView(ctx, o)), url: orderPageUrl(ctx, o) })));
 }
 
 /**

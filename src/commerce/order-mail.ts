@@ -3,6 +3,7 @@ import type { Context } from '../context.js';
 import { escapeHtml } from '../html.js';
 import type { Mail } from '../integrations/mail/index.js';
 import { mailTemplates } from '../jobs/mail-template.js';
+import { orderPageUrl } from './orders.js';
 import { orderSerialCodes } from './serial-codes.js';
 import { orderTickets, ticketQrPng, type TicketView } from './tickets.js';
 
@@ -69,7 +70,9 @@ export async function orderMail(ctx: Context, template: OrderMailTemplate, order
     ? await ctx.db.selectFrom('payment_attempts').selectAll().where('id', '=', order.current_attempt_id).executeTakeFirst()
     : undefined;
   const items = lines.map((l) => `  ${l.name} × ${l.quantity}  ${yen(l.amount)}`).join('\n');
-  const summary = `ご注文番号 / Order: ${order.number}\n${items}\n  合計 / Total: ${yen(order.total)}（税込）`;
+  // Every mail leads back to the order's page: its state, what to pay where, tickets, paying again.
+  const page = orderPageUrl(ctx, order);
+  const summary = `ご注文番号 / Order: ${order.number}\n${items}\n  合計 / Total: ${yen(order.total)}（税込）${page ? `\nご注文の確認 / Your order: ${page}` : ''}`;
   const details = attempt ? (JSON.parse(attempt.details) as Record<string, unknown>) : {};
   const tickets = lines.some((l) => l.product_kind === 'ticket') ? await orderTickets(ctx.db, ctx.config.publicUrl, orderId) : [];
   const valid = tickets.filter((t) => t.state === 'issued');

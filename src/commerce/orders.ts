@@ -6,7 +6,7 @@ import { insertRow, insertRows } from '../db/insert.js';
 import { prepared } from '../db/prepared.js';
 import type { Database, Order } from '../db/schema.js';
 import { KessaiError, notFound, parseInput, type FieldProblem, invalid } from '../errors.js';
-import { hashToken, newId, newSecret, nowIso, readableNumber } from '../ids.js';
+import { derivedSecret, hashToken, newId, nowIso, readableNumber } from '../ids.js';
 import { enqueue } from '../jobs/outbox.js';
 import { linkAfterPurchase } from './chekicha-link.js';
 import { fulfilmentLines } from './fulfilment-lines.js';
@@ -152,8 +152,8 @@ export async function createValidOrder(ctx: Context, o: ValidOrderInput, opts: C
   for (const line of o.lines) wanted.set(line.sku, (wanted.get(line.sku) ?? 0) + line.quantity);
 
   const now = new Date();
-  const token = newSecret();
   const orderId = newId('ord');
+  const token = derivedSecret(ctx.config.masterKey, orderLinkPurpose(orderId));
   const attemptId = newId('pay');
   const expiresAt = nowIso(new Date(now.getTime() + ctx.config.reservationTtlSeconds * 1000));
 
@@ -476,6 +476,21 @@ export async function orderView(ctx: Context, order: Order): Promise<CustomerOrd
     tickets: lines.some((l) => l.product_kind === 'ticket') ? await orderTickets(ctx.db, ctx.config.publicUrl, order.id) : [],
     serialCodes: order.fulfilled === 1 && lines.some((l) => l.product_kind === 'serial_code') ? await orderSerialCodes(ctx.db, order.id) : [],
   };
+}
+
+const orderLinkPurpose = (orderId: string) => `order-link:${orderId}`;
+
+/**
+ * The order's status page, for its mails and the customer's account page: its link token is made
+ * again from the order (`derivedSecret`). Undefined for an order whose token cannot be made again
+ * (made at random before links were derived, or under another master key): its first link still
+ * opens it, and nothing else can.
+ */
+export function orderPageUrl(ctx: Context, order: Pick<Order, 'id' | 'token_hash'>): string | undefined {
+  const dot = order.token_hash.indexOf('.');
+  if (dot === -1) return undefined;
+  const token = derivedSecret(ctx.config.masterKey, orderLinkPurpose(order.id), order.token_hash.slice(0, dot));
+  return hashToken(token) === order.token_hash ? `${ctx.config.publicUrl}/orders/${token}` : undefined;
 }
 
 export async function findOrderByToken(ctx: Context, token: string): Promise<Order> {

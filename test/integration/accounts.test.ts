@@ -101,7 +101,7 @@ forEachEngine('customer accounts', (engine) => {
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ shop: 'default', customer: { email: email.toUpperCase(), name: '山田 花子' }, lines: [{ sku: 'demo-ticket', quantity: 1 }], payment: { provider: 'testpay' } }),
     });
-    const guestOrder = ((await guest.json()) as { order: { number: string } }).order.number;
+    const { order: { number: guestOrder }, orderToken: guestToken } = (await guest.json()) as { order: { number: string }; orderToken: string };
 
     const registered = await b.submit('/account/register', '/account/register', { email, name: '山田 花子', password: PASSWORD });
     assert.equal(registered.status, 200);
@@ -158,6 +158,7 @@ forEachEngine('customer accounts', (engine) => {
     });
     assert.match(page.body, new RegExp(orders[0]!.number));
     assert.match(page.body, new RegExp(guestOrder), 'the guest order placed with the verified address is listed');
+    assert.ok(page.body.includes(`<a href="${store.url}/orders/${guestToken}">お支払いへ進む / Pay for this order</a>`), 'the unpaid order links to its page, to pay it');
     assert.match(page.body, /チケット \/ Tickets/);
     assert.match(page.body, /<code>[2-9A-HJ-NP-Z]{4}(-[2-9A-HJ-NP-Z]{4}){6}<\/code>/, 'the ticket code');
     assert.match(page.body, /連携アカウント \/ Linked accounts/);

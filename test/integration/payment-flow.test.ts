@@ -8,6 +8,8 @@ import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { createProduct } from '../../src/commerce/catalog.js';
+import { orderPageUrl } from '../../src/commerce/orders.js';
+import { hashToken, newSecret } from '../../src/ids.js';
 import { eventRow } from '../../src/payments/apply-fact.js';
 import { sandboxSecret, setShopSettings } from '../../src/commerce/shops.js';
 import { eventually } from '../helpers/eventually.js';
@@ -210,6 +212,14 @@ forEachEngine('payment flow through the gateway', (engine) => {
     assert.equal(mails.length, 1, 'one mail mentions the order number');
     assert.match(mails[0]!.text, /^To: taro@example\.jp$/m);
     assert.ok(mails[0]!.text.includes('お支払いを確認しました'), 'it is the payment confirmation');
+    // The mail leads back to the order: the same link the checkout answered, and it opens the order.
+    const link = /^ご注文の確認 \/ Your order: (\S+)$/m.exec(mails[0]!.text)?.[1];
+    assert.equal(link, `${store.url}/orders/${order.token}`, mails[0]!.text);
+    const opened = await fetch(link);
+    assert.equal(opened.status, 200);
+    assert.ok((await opened.text()).includes(order.number), 'the linked page is the order');
+    // An order whose link was drawn at random (before links were derived) gets no link rather than a wrong one.
+    assert.equal(orderPageUrl(store.rt.ctx, { id: order.orderId, token_hash: hashToken(newSecret()) }), undefined);
 
     await comeBack(store, back);
     assert.equal(await stateOf(store, order.token), 'paid');
