@@ -21,6 +21,7 @@ import { verifyReport } from '../gateways/sbps/verify-report.js';
 import { createLogger } from '../observability.js';
 
 const IDEMPOTENCY_KEY_HELP = 'run the same command again safely: with the same key it answers the job queued the first time';
+const PAYMENT_HELP = "which of the order's payments (id or merchant reference, see 'order show'); the current one when left out";
 import { createRuntime, createServer, sandboxPlugins, startWorker, type Runtime } from '../runtime.js';
 
 /*
@@ -298,10 +299,11 @@ export function program(): Command {
       .description(`queue a ${kind} of an explicit amount at the gateway (the worker performs it)`)
       .requiredOption('--amount <yen>', 'amount in yen')
       .option('--idempotency-key <key>', IDEMPOTENCY_KEY_HELP)
-      .action((ref: string, opts: { amount: string; idempotencyKey?: string }) =>
+      .option('--payment <ref>', PAYMENT_HELP)
+      .action((ref: string, opts: { amount: string; idempotencyKey?: string; payment?: string }) =>
         withRuntime(async (rt) => {
           const amount = /^\d+$/.test(opts.amount) ? Number(opts.amount) : Number.NaN;
-          const { jobKey, replayed } = await requestOperation(rt.payments, ref, { kind, amount }, opts.idempotencyKey);
+          const { jobKey, replayed } = await requestOperation(rt.payments, ref, { kind, amount, payment: opts.payment }, opts.idempotencyKey);
           print(`${kind} of ${amount}円 ${replayed ? 'already queued' : 'queued'} (${jobKey})`);
         }),
       );
@@ -310,9 +312,10 @@ export function program(): Command {
     .command('cancel <order>')
     .description('queue a cancel of an unpaid or authorized payment at the gateway')
     .option('--idempotency-key <key>', IDEMPOTENCY_KEY_HELP)
-    .action((ref: string, opts: { idempotencyKey?: string }) =>
+    .option('--payment <ref>', PAYMENT_HELP)
+    .action((ref: string, opts: { idempotencyKey?: string; payment?: string }) =>
       withRuntime(async (rt) => {
-        const { jobKey, replayed } = await requestOperation(rt.payments, ref, { kind: 'cancel' }, opts.idempotencyKey);
+        const { jobKey, replayed } = await requestOperation(rt.payments, ref, { kind: 'cancel', payment: opts.payment }, opts.idempotencyKey);
         print(`cancel ${replayed ? 'already queued' : 'queued'} (${jobKey})`);
       }),
     );

@@ -52,7 +52,7 @@ export function decide(
     }
     if (!AWAITING_MONEY.has(order.state)) {
       return holdOrder(order, next, true, 'conflict',
-        `a second payment of ${fact.amount} yen was captured on a previous attempt while the order is ${order.state}; it needs a refund`);
+        `a second payment of ${fact.amount} yen was captured on a previous attempt while the order is ${order.state}; it needs a refund: name that payment in the refund (CLI --payment, API "payment")`);
     }
     // Otherwise it is money we have for an unpaid order: apply it like the current attempt.
   }

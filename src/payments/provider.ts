@@ -94,6 +94,13 @@ export interface PaymentProvider {
    * attempt is only read back.
    */
   abandon?(a: AttemptContext, idempotencyKey: string): Promise<GatewayFact[]>;
+  /**
+   * Why the gateway cannot do `op` for this payment at all (SBPS refunds no convenience-store
+   * payment; a payment the gateway has not reported yet), in words for the operator; undefined when
+   * it may. Asked before the operation is queued, so the operator hears it at once, not from a
+   * dead job.
+   */
+  refusal?(attempt: PaymentAttempt, op: 'capture' | 'refund' | 'cancel', amount: number): string | undefined;
   /** Money operations: amounts are always explicit; the key makes a retried call safe. */
   capture(a: AttemptContext, amount: number, idempotencyKey: string): Promise<GatewayFact[]>;
   /** `run.sending()` goes right before a refund call the gateway cannot be asked about afterwards (operations.ts). */

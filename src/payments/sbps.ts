@@ -21,6 +21,7 @@ import {
   type SbpsXmlApi,
   type XmlApiOperation,
 } from '../gateways/sbps/index.js';
+import type { PaymentAttempt } from '../db/schema.js';
 import type { AttemptContext, GatewayFact, GatewayReply, NotificationResult, PaymentProvider } from './provider.js';
 
 /*
@@ -155,15 +156,15 @@ function inquiryFacts(a: AttemptContext, trackingId: string, inquiry: SbpsInquir
  * reported (res_pay_method, kept in the attempt's details), else the one method the customer
  * chose in the shop, else the card (see below).
  */
-export function sbpsPayMethodOf(a: AttemptContext): string {
+export function sbpsPayMethodOf(attempt: Pick<PaymentAttempt, 'details' | 'method'>): string {
   let reported: unknown;
   try {
-    reported = (JSON.parse(a.attempt.details || '{}') as { method?: unknown }).method;
+    reported = (JSON.parse(attempt.details || '{}') as { method?: unknown }).method;
   } catch {
     reported = undefined;
   }
   if (typeof reported === 'string' && reported !== '') return reported;
-  const chosen = a.attempt.method ?? '';
+  const chosen = attempt.method ?? '';
   // SBPS named no method and the customer chose at SBPS: the one result CGI on record that names
   // none (gateways.md §1.3, res_pay_method="") was a card payment, so the card's ids are the default.
   return chosen === '' || chosen.includes(',') ? 'credit' : chosen;
@@ -188,8 +189,13 @@ interface AttemptApi {
  * `needs`, an operation SBPS offers no request for is refused (StopRetrying) before anything is
  * read or sent.
  */
+/** A refund of the whole capture is SBPS's refund; anything less its partial refund, which not every method has. */
+function refundOperation(attempt: PaymentAttempt, amount: number): XmlApiOperation {
+  return amount === attempt.captured_amount && attempt.refunded_amount === 0 ? 'refund' : 'partialRefund';
+}
+
 function attemptApi(client: SbpsXmlApi, a: AttemptContext, needs?: XmlApiOperation): AttemptApi {
-  const payMethod = sbpsPayMethodOf(a);
+  const payMethod = sbpsPayMethodOf(a.attempt);
   if (needs !== undefined) {
     try {
       xmlApiRequestId(payMethod, needs);
@@ -238,9 +244,7 @@ export function sbpsProvider(opts: { fetchImpl?: typeof fetch; timeoutMs?: numbe
       timeoutMs: opts.timeoutMs,
     });
   const clientFor = (a: AttemptContext, needs?: XmlApiOperation) => attemptApi(api(a.settings), a, needs);
-  /** A refund of the whole capture is SBPS's refund; anything less its partial refund, which not every method has. */
-  const refundClient = (a: AttemptContext, amount: number) =>
-    clientFor(a, amount === a.attempt.captured_amount && a.attempt.refunded_amount === 0 ? 'refund' : 'partialRefund');
+  const refundClient = (a: AttemptContext, amount: number) => clientFor(a, refundOperation(a.attempt, amount));
 
   const trackingIdOf = (a: AttemptContext): string => {
     if (!a.attempt.gateway_ref) throw new Error(`SBPS has not reported a tracking id for ${a.attempt.merchant_ref} yet`);
@@ -335,6 +339,19 @@ export function sbpsProvider(opts: { fetchImpl?: typeof fetch; timeoutMs?: numbe
       };
     },
 
+    refusal(attempt, op, amount) {
+      if (!attempt.gateway_ref) {
+        return `SBPS has not reported payment ${attempt.merchant_ref} yet (no result notification, so no tracking id): there is nothing to ${op} at SBPS. An order that is never paid expires by itself when its reservation ends`;
+      }
+      try {
+        xmlApiRequestId(sbpsPayMethodOf(attempt), op === 'capture' ? 'commit' : op === 'cancel' ? 'cancel' : refundOperation(attempt, amount));
+        return undefined;
+      } catch (error) {
+        if (error instanceof SbpsUnsupportedError) return error.message;
+        throw error;
+      }
+    },
+
     verifyReturn({ rawBody, settings }) {
       try {
         const result = verifyMessage('return', rawBody, setting(settings, 'hashKey'));
@@ -358,9 +375,9 @@ export function sbpsProvider(opts: { fetchImpl?: typeof fetch; timeoutMs?: numbe
       const trackingId = trackingIdOf(a);
       const client = clientFor(a, 'commit');
       // Only a card's capture names an amount; other methods capture the whole authorisation or nothing.
-      const named = SBPS_CAPTURE_AMOUNT_METHODS.has(sbpsPayMethodOf(a));
+      const named = SBPS_CAPTURE_AMOUNT_METHODS.has(sbpsPayMethodOf(a.attempt));
       if (!named && amount !== a.attempt.amount) {
-        throw new StopRetrying(`SBPS captures a ${sbpsPayMethodOf(a)} payment only in full (${a.attempt.amount} yen), not ${amount} yen: capture the whole authorisation or cancel it`);
+        throw new StopRetrying(`SBPS captures a ${sbpsPayMethodOf(a.attempt)} payment only in full (${a.attempt.amount} yen), not ${amount} yen: capture the whole authorisation or cancel it`);
       }
       const before = await client.inquiry({ trackingId });
       if (before.status === 'unknown') throw new Error(`SBPS inquiry for ${trackingId} gave a status kessai does not understand; not capturing`);

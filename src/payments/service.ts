@@ -4,6 +4,7 @@ import { basketOf, type Basket } from '../commerce/catalog.js';
 import { findShopSettings, getShopSettings, type ShopSettings } from '../commerce/shops.js';
 import { RECURRING_PROVIDER } from '../commerce/subscriptions.js';
 import type { Context } from '../context.js';
+import type { Tx } from '../db/index.js';
 import type { Order, PaymentAttempt } from '../db/schema.js';
 import { KessaiError, invalid, notFound, parseInput } from '../errors.js';
 import { newId, nowIso } from '../ids.js';
@@ -273,7 +274,8 @@ export async function checkPaid(p: Payments, attemptId: string): Promise<void> {
   });
 }
 
-export type Operation = { kind: 'capture'; amount: number } | { kind: 'refund'; amount: number } | { kind: 'cancel' };
+/** `payment`: which of the order's payments (attempt id or merchant reference); the order's current one when left out. */
+export type Operation = ({ kind: 'capture'; amount: number } | { kind: 'refund'; amount: number } | { kind: 'cancel' }) & { payment?: string };
 
 /**
  * Runs a money operation at the gateway (from its outbox job `jobId`) and applies the facts it
@@ -315,6 +317,10 @@ const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
  * same request sent again — a retry after a lost answer, a double click — answers the job queued
  * the first time (`replayed`) instead of queueing a second refund; the same key with another amount
  * is refused.
+ *
+ * `op.payment` names another payment of the order than its current one: a duplicate payment (the
+ * customer paid a second time through an older attempt, and the order was held for it) is refunded
+ * by naming it.
  */
 export async function requestOperation(p: Payments, orderRef: string, op: Operation, idempotencyKey?: string): Promise<{ jobKey: string; replayed: boolean }> {
   if (idempotencyKey !== undefined && !IDEMPOTENCY_KEY.test(idempotencyKey)) {
@@ -324,20 +330,19 @@ export async function requestOperation(p: Payments, orderRef: string, op: Operat
   const amount = op.kind === 'cancel' ? 0 : positiveYen('amount', op.amount);
   return p.ctx.db.transaction().execute(async (tx) => {
     const order = await lockOrder(p.ctx, tx, found.id);
+    const attempt = await operationAttempt(tx, order, op.payment);
     if (idempotencyKey !== undefined) {
       // Under the order's lock: the same request sent twice at once finds the first one's job.
       const jobKey = `payment.${op.kind}:${order.id}:key:${idempotencyKey}`;
       const earlier = await tx.selectFrom('jobs').select('payload').where('dedupe_key', '=', jobKey).executeTakeFirst();
       if (earlier) {
-        const was = JSON.parse(earlier.payload) as { amount: number };
-        if (was.amount !== amount) {
+        const was = JSON.parse(earlier.payload) as { amount: number; attemptId: string };
+        if (was.amount !== amount || (op.payment !== undefined && was.attemptId !== attempt.id)) {
           throw new KessaiError('idempotency_key_reused', `Idempotency-Key "${idempotencyKey}" was used for a ${op.kind} of ${was.amount} yen on order ${order.number}; another request needs another key`, 409);
         }
         return { jobKey, replayed: true };
       }
     }
-    if (!order.current_attempt_id) throw new KessaiError('no_payment', `order ${order.number} has no payment`, 409);
-    const attempt = await tx.selectFrom('payment_attempts').selectAll().where('id', '=', order.current_attempt_id).executeTakeFirstOrThrow();
     if (op.kind === 'capture') {
       if (attempt.state !== 'authorized') throw new KessaiError('not_capturable', `payment is ${attempt.state}; only an authorized payment can be captured`, 409);
       if (amount > attempt.amount) throw invalid([{ field: 'amount', reason: `exceeds the authorized ${attempt.amount} yen` }]);
@@ -351,10 +356,23 @@ export async function requestOperation(p: Payments, orderRef: string, op: Operat
     if (op.kind === 'cancel' && !['pending', 'awaiting_payment', 'authorized'].includes(attempt.state)) {
       throw new KessaiError('not_cancellable', `payment is ${attempt.state}; refund a captured payment instead`, 409);
     }
+    const refusal = providerFor(p, attempt.provider).refusal?.(attempt, op.kind, amount);
+    if (refusal) throw new KessaiError(`not_${op.kind === 'capture' ? 'capturable' : op.kind === 'refund' ? 'refundable' : 'cancellable'}`, refusal, 409);
     const jobKey = idempotencyKey === undefined ? `payment.${op.kind}:${attempt.id}:${newId('op')}` : `payment.${op.kind}:${order.id}:key:${idempotencyKey}`;
     await enqueue(tx, { kind: `payment.${op.kind}`, payload: { attemptId: attempt.id, amount }, dedupeKey: jobKey });
     return { jobKey, replayed: false };
   });
+}
+
+/** The payment an operation is for: the one the operator named, or the order's current one. */
+async function operationAttempt(tx: Tx, order: Order, payment: string | undefined): Promise<PaymentAttempt> {
+  const attempts = await tx.selectFrom('payment_attempts').selectAll().where('order_id', '=', order.id).orderBy('created_at').execute();
+  const wanted = payment ?? order.current_attempt_id;
+  const attempt = attempts.find((a) => a.id === wanted || a.merchant_ref === wanted);
+  if (attempt) return attempt;
+  if (payment === undefined) throw new KessaiError('no_payment', `order ${order.number} has no payment`, 409);
+  const known = attempts.map((a) => `${a.merchant_ref} (${a.provider}, ${a.state})`).join(', ') || 'none';
+  throw invalid([{ field: 'payment', reason: `order ${order.number} has no payment "${payment}" (its payments: ${known})` }]);
 }
 
 /**

@@ -512,6 +512,43 @@ forEachEngine('payment flow through the gateway', (engine) => {
     assert.equal((await mailJobs(store, order.orderId, 'order_cancelled')).length, 0, 'the customer is not told the order was cancelled');
   });
 
+  it('the customer pays twice through two tabs: the order is held, and the operator refunds the duplicate by naming it', async () => {
+    store.startWorker();
+    const code = await product(store, 10, 1300);
+    const order = await placeOrder(store, [{ sku: code, quantity: 1 }]);
+    const retry = await fetch(`${store.url}/api/orders/${order.token}/payments`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ provider: 'testpay' }),
+    });
+    const second = ((await retry.json()) as { payment: { url: string } }).payment.url;
+    await press(second, 'card');
+    await notificationsApplied(store);
+    await press(order.payUrl, 'card'); // the old tab pays as well
+    await notificationsApplied(store);
+    assert.equal(await stateOf(store, order.token), 'on_hold');
+    const [first, current] = await attempts(store, order.orderId);
+    assert.equal(first?.state, 'captured');
+    assert.equal(current?.state, 'captured');
+
+    const unknown = await admin(store, 'POST', `/orders/${order.number}/refund`, { amount: 1300, payment: 'K000000-XXXXXXXX-9' });
+    assert.equal(unknown.status, 400);
+    const unknownBody = (await unknown.json()) as ErrorBody;
+    assert.deepEqual(unknownBody.error.problems.map((p) => p.field), ['payment']);
+    assert.ok(unknownBody.error.problems[0]!.reason.includes(first!.merchant_ref), `the reason lists the order's payments: ${unknownBody.error.problems[0]!.reason}`);
+
+    const refund = await admin(store, 'POST', `/orders/${order.number}/refund`, { amount: 1300, payment: first!.merchant_ref });
+    assert.equal(refund.status, 202, await refund.clone().text());
+    await eventually(async () => assert.equal((await gatewayPayment(store, first!.merchant_ref)).refunded_amount, 1300, 'the duplicate is refunded at the gateway'));
+    assert.equal((await gatewayPayment(store, current!.merchant_ref)).refunded_amount, 0, 'the payment that pays for the order is not');
+    await eventually(async () => assert.equal((await attempts(store, order.orderId))[0]?.state, 'refunded'));
+
+    const released = await admin(store, 'POST', `/orders/${order.number}/events`, { event: 'release_to_paid' });
+    assert.equal(released.status, 200, await released.clone().text());
+    assert.equal(await stateOf(store, order.token), 'paid');
+    assert.equal((await attempts(store, order.orderId))[1]?.state, 'captured');
+  });
+
   it('a konbini slip of an old attempt expiring after the order was paid by card leaves the order paid', async () => {
     const code = await product(store, 10, 1700);
     const order = await placeOrder(store, [{ sku: code, quantity: 1 }]);

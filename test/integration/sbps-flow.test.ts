@@ -516,6 +516,32 @@ forEachEngine('SBPS link type through the store', (engine) => {
     assert.equal((await mailJobs(store, order.orderId, 'order_paid')).length, 1);
   });
 
+  it('the operator is told at once what SBPS cannot do: refund a convenience-store payment, cancel a payment SBPS has not reported', async () => {
+    const code = await product(store, 10, 1500);
+    const unreported = await placeOrder(store, code, 1, { provider: 'sbps', method: 'webcvs' });
+    const cancel = await admin(store, 'POST', `/orders/${unreported.orderId}/cancel`);
+    assert.equal(cancel.status, 409);
+    const cancelBody = (await cancel.json()) as { error: { code: string; message: string } };
+    assert.equal(cancelBody.error.code, 'not_cancellable');
+    assert.match(cancelBody.error.message, /SBPS has not reported payment .* yet .* expires by itself when its reservation ends/);
+
+    const order = await placeOrder(store, code, 1, { provider: 'sbps', method: 'webcvs' });
+    await payAtSbps(order.form, { webcvs: 'lawson' });
+    await eventually(async () => assert.equal((await view(store, order.token)).state, 'awaiting_payment'));
+    const attempt = await onlyAttempt(store, order.orderId);
+    assert.equal((await fetch(`${sim}/api/deposit/${attempt.gateway_ref}`, { method: 'POST' })).status, 200);
+    await eventually(async () => assert.equal((await view(store, order.token)).state, 'paid'));
+    const refund = await admin(store, 'POST', `/orders/${order.orderId}/refund`, { amount: 1500 });
+    assert.equal(refund.status, 409);
+    const refundBody = (await refund.json()) as { error: { code: string; message: string } };
+    assert.equal(refundBody.error.code, 'not_refundable');
+    assert.match(refundBody.error.message, /pay the money back outside SBPS/);
+    assert.deepEqual(await refundJobs(attempt.id), [], 'nothing queued, no job left to die');
+    const cancelJobs = await store.rt.ctx.db.selectFrom('jobs').select('payload').where('kind', '=', 'payment.cancel').execute();
+    const unreportedAttempt = await onlyAttempt(store, unreported.orderId);
+    assert.ok(!cancelJobs.some((j) => j.payload.includes(unreportedAttempt.id)), 'no cancel job queued either');
+  });
+
   it('convenience store: CN (the slip expired) expires the order and gives the stock back', async () => {
     const code = await product(store, 10, 900);
     const order = await placeOrder(store, code, 3, { provider: 'sbps', method: 'webcvs' });
@@ -757,20 +783,15 @@ forEachEngine('SBPS link type through the store', (engine) => {
     assert.equal((await mailJobs(store, order.orderId, 'refund')).length, 1, 'the customer hears of the refund');
   });
 
-  it('docomo: refunded with docomo\'s request; a partial refund is dead-lettered at once with an alert naming the method', async () => {
+  it('docomo: refunded with docomo\'s request; a partial refund, which docomo does not have, is refused before anything is queued', async () => {
     const order = await paidBy('docomo', 2000);
     const attempt = await onlyAttempt(store, order.orderId);
     const partial = await admin(store, 'POST', `/orders/${order.orderId}/refund`, { amount: 500 });
-    assert.equal(partial.status, 202, await partial.text());
-    const [dead] = await eventually(async () => {
-      const jobs = await refundJobs(attempt.id);
-      assert.equal(jobs[0]?.state, 'dead');
-      return jobs;
-    }, 10_000);
-    assert.equal(dead!.attempts, 1, 'not retried');
-    assert.match(dead!.last_error ?? '', /docomo payment only in full/);
-    const alerts = await store.rt.ctx.db.selectFrom('alerts').select(['kind', 'message']).where('kind', '=', 'job_dead').execute();
-    assert.ok(alerts.some((a) => /docomo/.test(a.message)), JSON.stringify(alerts));
+    assert.equal(partial.status, 409);
+    const body = (await partial.json()) as { error: { code: string; message: string } };
+    assert.equal(body.error.code, 'not_refundable');
+    assert.match(body.error.message, /docomo payment only in full/);
+    assert.deepEqual(await refundJobs(attempt.id), [], 'nothing queued');
     assert.equal((await view(store, order.token)).state, 'paid', 'nothing was refunded');
     assert.deepEqual(pick(await sbpsApi(store.rt.ctx.config, sim).inquiry({ payMethod: 'docomo', trackingId: attempt.gateway_ref! })), { status: 'captured', capturedAmount: 2000, refundedAmount: 0 });
 

@@ -25,9 +25,13 @@ const orderQuery = z.strictObject({
 });
 const alertQuery = z.strictObject({ open: z.enum(['true', 'false']).optional() });
 
+// Which of the order's payments, when not its current one (a duplicate payment to refund).
+const paymentChoice = z.string({ error: 'must be a payment id or merchant reference' }).min(1).max(64).optional().describe("One of the order's payments (attempt id or merchant reference); the current one when left out");
 const amountBody = z.strictObject({
   amount: z.number({ error: 'must be a number of yen' }).int({ error: 'must be whole yen' }).positive({ error: 'must be greater than zero' }),
+  payment: paymentChoice,
 });
+const cancelBody = z.strictObject({ payment: paymentChoice }).optional();
 
 export function adminRoutes(p: Payments): FastifyPluginAsync {
   const { ctx } = p;
@@ -63,13 +67,14 @@ export function adminRoutes(p: Payments): FastifyPluginAsync {
     for (const kind of ['capture', 'refund'] as const) {
       app.post(`/orders/:id/${kind}`, { schema: { tags: ['admin'], security, summary: `Queue a ${kind} of an explicit amount at the gateway`, body: doc(amountBody), headers: doc(operationHeaders) } }, async (request, reply) => {
         const { id } = parseInput(idParams, request.params);
-        const { amount } = parseInput(amountBody, request.body);
-        return reply.status(202).send(await requestOperation(p, id, { kind, amount }, idempotencyKey(request.headers)));
+        const { amount, payment } = parseInput(amountBody, request.body);
+        return reply.status(202).send(await requestOperation(p, id, { kind, amount, payment }, idempotencyKey(request.headers)));
       });
     }
-    app.post('/orders/:id/cancel', { schema: { tags: ['admin'], security, summary: 'Queue a cancel of an unpaid or authorized payment at the gateway', headers: doc(operationHeaders) } }, async (request, reply) => {
+    app.post('/orders/:id/cancel', { schema: { tags: ['admin'], security, summary: 'Queue a cancel of an unpaid or authorized payment at the gateway', body: doc(cancelBody), headers: doc(operationHeaders) } }, async (request, reply) => {
       const { id } = parseInput(idParams, request.params);
-      return reply.status(202).send(await requestOperation(p, id, { kind: 'cancel' }, idempotencyKey(request.headers)));
+      const payment = parseInput(cancelBody, request.body)?.payment;
+      return reply.status(202).send(await requestOperation(p, id, { kind: 'cancel', payment }, idempotencyKey(request.headers)));
     });
     const eventBody = z.strictObject({ event: z.enum(OPERATOR_EVENTS, { error: `must be one of ${OPERATOR_EVENTS.join(', ')}` }) });
     app.post('/orders/:id/events', { schema: { tags: ['admin'], security, summary: 'Ship, complete, or release a held order', body: doc(eventBody) } }, async (request) => {
