@@ -3,7 +3,9 @@ import { readFile } from 'node:fs/promises';
 import formbody from '@fastify/formbody';
 import { Command, Option } from 'commander';
 import Fastify, { type FastifyBaseLogger } from 'fastify';
-import { seedDemo } from '../commerce/demo.js';
+import { DEMO_PRODUCTS, seedDemo } from '../commerce/demo.js';
+import { yen } from '../commerce/labels.js';
+import { ORDER_STATES } from '../commerce/order-machine.js';
 import { setSerialSpec } from '../commerce/serial-codes.js';
 import { importSerials } from './import-serials.js';
 import { addChartCommands } from './charts.js';
@@ -51,6 +53,8 @@ async function readStdin(): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
+const list = (items: string[]) => new Intl.ListFormat('en').format(items);
+
 function print(value: unknown): void {
   process.stdout.write(`${typeof value === 'string' ? value : JSON.stringify(value, null, 2)}\n`);
 }
@@ -75,7 +79,8 @@ async function serve(opts: { port?: string; worker?: boolean; seed?: boolean }):
     `  health     ${base}/healthz  ${base}/readyz  ${base}/metrics`,
   ];
   if (cfg.sandbox) {
-    lines.push(`  sandbox    ${base}/sandbox/sbps (SBPS), ${base}/sandbox/komoju (KOMOJU), ${base}/sandbox/atone (atone: taro@example.jp / password), ${base}/sandbox/chekicha (Chekicha account links) and ${base}/sandbox/testpay; test card 4111111111111111`);
+    // Only pages a browser can open: testpay and the geocoder have no overview, just the paths the store calls.
+    lines.push(`  sandbox    ${base}/sandbox/sbps (SBPS), ${base}/sandbox/komoju (KOMOJU), ${base}/sandbox/atone (atone: taro@example.jp / password) and ${base}/sandbox/chekicha (Chekicha account links); test card 4111111111111111`);
     lines.push(cfg.smtpUrl ? `  mail       sent through ${new URL(cfg.smtpUrl).host}` : `  mail       ${base}/sandbox/mail (every mail the store sent; files in ${cfg.dataDir}/mail, no SMTP server in the sandbox)`);
   }
   if (cfg.sandbox && !process.env.KESSAI_ADMIN_TOKEN) lines.push(`  operator   Authorization: Bearer ${cfg.adminToken}`);
@@ -168,7 +173,10 @@ export function program(): Command {
 
   cli
     .command('seed-demo')
-    .description('create the demo shop "default" with demo-cd, demo-serial and demo-ticket (idempotent)')
+    .description(
+      `create what is missing of the demo shop "default" (products ${list(DEMO_PRODUCTS.map((p) => p.code))}; serial codes for ${list(DEMO_PRODUCTS.filter((p) => p.serial).map((p) => p.code))}) ` +
+        'and, with the sandbox on, turn on every sandbox gateway for it; running it again adds nothing',
+    )
     .action(() =>
       withRuntime(async (rt) => {
         const created = await seedDemo(rt.ctx);
@@ -219,7 +227,7 @@ export function program(): Command {
 
   cli
     .command('sandbox')
-    .description('run only the simulated gateways (testpay, SBPS) on their own port, for a store elsewhere')
+    .description('run only the sandbox (simulated SBPS, atone, KOMOJU, testpay, Chekicha, geocoder, and the sent-mail viewer) on its own port, for a store elsewhere')
     .option('-p, --port <port>', 'port to listen on', '3001')
     .action(async (opts: { port: string }) => {
       const cfg = config({ PORT: opts.port });
@@ -277,11 +285,11 @@ export function program(): Command {
     .command('list')
     .description('recent orders, newest first')
     .option('--shop <shop>', 'only this shop')
-    .option('--state <state>', 'only orders in this state (e.g. on_hold)')
+    .addOption(new Option('--state <state>', 'only orders in this state').choices(ORDER_STATES))
     .action((opts: { shop?: string; state?: string }) =>
       withRuntime(async (rt) => {
         const rows = await listOrders(rt.ctx, { ...opts, limit: 100 });
-        print(rows.map((o) => `${o.number}\t${o.shop_id}\t${o.state}\t${o.total}円\t${o.email}${o.hold_reason ? `\t${o.hold_reason}` : ''}`).join('\n') || 'no orders');
+        print(rows.map((o) => `${o.number}\t${o.shop_id}\t${o.state}\t${yen(o.total)}\t${o.email}${o.hold_reason ? `\t${o.hold_reason}` : ''}`).join('\n') || 'no orders');
       }),
     );
   orders
@@ -304,7 +312,7 @@ export function program(): Command {
         withRuntime(async (rt) => {
           const amount = /^\d+$/.test(opts.amount) ? Number(opts.amount) : Number.NaN;
           const { jobKey, replayed } = await requestOperation(rt.payments, ref, { kind, amount, payment: opts.payment }, opts.idempotencyKey);
-          print(`${kind} of ${amount}円 ${replayed ? 'already queued' : 'queued'} (${jobKey})`);
+          print(`${kind} of ${yen(amount)} ${replayed ? 'already queued' : 'queued'} (${jobKey})`);
         }),
       );
   }
@@ -340,7 +348,7 @@ export function program(): Command {
           return { sku, quantity: /^\d+$/.test(quantity) ? Number(quantity) : Number.NaN };
         });
         const { order, changed, difference } = await editOrder(rt.payments, ref, { lines }, 'operator (cli)');
-        print(changed ? `${order.number}: total ${order.total}円 (${difference}円 less)` : `${order.number}: unchanged`);
+        print(changed ? `${order.number}: total ${yen(order.total)} (${yen(difference)} less)` : `${order.number}: unchanged`);
       }),
     );
 
@@ -414,6 +422,12 @@ export function program(): Command {
   addChartCommands(cli, withRuntime);
   return cli;
 }
+
+// `kessai order list | head`: the reader has all it wants; stop as Unix tools do, without a stack trace.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code !== 'EPIPE') throw error;
+  process.exit(0);
+});
 
 program()
   .parseAsync(process.argv)

@@ -3,6 +3,7 @@ import type { Context } from '../context.js';
 import { escapeHtml } from '../html.js';
 import type { Mail } from '../integrations/mail/index.js';
 import { mailTemplates } from '../jobs/mail-template.js';
+import { japanTime, konbiniStoreLabel, yen } from './labels.js';
 import { orderPageUrl } from './orders.js';
 import { orderSerialCodes } from './serial-codes.js';
 import { orderTickets, ticketQrPng, type TicketView } from './tickets.js';
@@ -10,17 +11,18 @@ import { orderTickets, ticketQrPng, type TicketView } from './tickets.js';
 export const ORDER_MAIL_TEMPLATES = ['order_paid', 'payment_instructions', 'refund', 'order_cancelled', 'order_shipped', 'renewal_unpaid'] as const;
 export type OrderMailTemplate = (typeof ORDER_MAIL_TEMPLATES)[number];
 
-const yen = (n: number) => `${n.toLocaleString('ja-JP')}円`;
 
 /** The lines a customer needs to pay at a store or bank, from the attempt's details (any gateway). */
-function paymentInstructions(details: Record<string, unknown>): string {
+function paymentInstructions(details: Record<string, unknown>, total: number): string {
   const i = (details.instructions ?? details.konbini ?? {}) as Record<string, unknown>;
   const rows: [string, unknown][] = [
-    ['お支払い先 / Pay at', i.store],
+    ['お支払い先 / Pay at', typeof i.store === 'string' ? konbiniStoreLabel(i.store) : i.store],
     ['受付番号 / Receipt', i.receipt],
     ['確認番号 / Confirmation code', i.confirmationCode],
-    ['お支払い期限 / Deadline', typeof i.deadline === 'string' ? new Date(i.deadline).toLocaleString('ja-JP', { timeZone: 'Asia/Tokyo' }) : undefined],
+    ['お支払い期限 / Deadline', typeof i.deadline === 'string' ? japanTime(i.deadline) : undefined],
     ['手数料 / Fee', typeof i.fee === 'number' && i.fee > 0 ? yen(i.fee) : undefined],
+    // What the customer hands over at the counter: the order and the store's fee together.
+    ['お支払い金額 / Amount to pay', typeof i.fee === 'number' && i.fee > 0 ? yen(total + i.fee) : undefined],
     ['お支払い手順 / How to pay', i.url],
   ];
   const shown = rows.filter(([, v]) => v !== undefined && v !== null && v !== '').map(([k, v]) => `  ${k}: ${String(v)}`);
@@ -94,7 +96,7 @@ export async function orderMail(ctx: Context, template: OrderMailTemplate, order
     },
     payment_instructions: {
       subject: `【${shop.name}】お支払いのご案内 (${order.number})`,
-      text: `お支払い期限までにお支払いください。/ Please pay by the deadline.\n\n${summary}\n\nお支払い情報 / Payment details:\n${paymentInstructions(details)}\n`,
+      text: `お支払い期限までにお支払いください。/ Please pay by the deadline.\n\n${summary}\n\nお支払い情報 / Payment details:\n${paymentInstructions(details, order.total)}\n`,
     },
     refund: {
       subject: `【${shop.name}】返金のお知らせ (${order.number})`,
@@ -112,7 +114,7 @@ export async function orderMail(ctx: Context, template: OrderMailTemplate, order
       subject: `【${shop.name}】定期購入のお支払いができませんでした (${order.number})`,
       text:
         `定期購入の今回分を、ご登録のお支払い方法でお支払いいただけませんでした。/ We could not charge this renewal of your subscription with your registered payment method.\n\n${summary}\n\n` +
-        `${new Date(order.expires_at).toLocaleString('ja-JP', { timeZone: 'Asia/Tokyo' })} までにお支払いを確認できない場合、今回分はキャンセルされます。/ If it is not paid by then, this renewal is cancelled.\n` +
+        `${japanTime(order.expires_at)} までにお支払いを確認できない場合、今回分はキャンセルされます。/ If it is not paid by then, this renewal is cancelled.\n` +
         `お支払い方法のご確認やご質問は、お問い合わせフォームからご連絡ください。/ To check your payment method or ask us: ${ctx.config.publicUrl}/inquiry\n`,
     },
   };

@@ -26,23 +26,26 @@ export const PREFECTURES = [
 /** The largest order kessai takes: amounts are stored as 32-bit integers with headroom. */
 export const MAX_ORDER_TOTAL = 100_000_000;
 
-const nonEmpty = (max: number) => z.string().trim().min(1, { error: 'must not be empty' }).max(max, { error: `must be at most ${max} characters` });
+// The checkout pages show these reasons next to their fields, and the API names them with the field:
+// "日本語 / English", as the account and inquiry forms do.
+const atMost = (max: number) => ({ error: `${max}文字以内で入力してください / must be at most ${max} characters` });
+const nonEmpty = (max: number) => z.string().trim().min(1, { error: '入力してください / must not be empty' }).max(max, atMost(max));
 const phone = z
   .string()
   // NFKC: full-width digits (０３) typed on a Japanese keyboard are digits.
   .transform((s) => s.normalize('NFKC').replace(/[-‐－ー\s]/g, ''))
-  .pipe(z.string().regex(/^0\d{9,10}$/, { error: 'must be a Japanese phone number such as 03-1234-5678' }));
+  .pipe(z.string().regex(/^0\d{9,10}$/, { error: '電話番号の形式ではありません（例 03-1234-5678）/ must be a Japanese phone number such as 03-1234-5678' }));
 
 export const addressInput = z.strictObject({
   name: nonEmpty(100),
   postcode: z
     .string()
     .transform((s) => s.normalize('NFKC').replace(/[-‐－ー\s]/g, ''))
-    .pipe(z.string().regex(/^\d{7}$/, { error: 'must be a 7-digit postcode such as 100-0001' })),
-  prefecture: z.enum(PREFECTURES, { error: 'must be one of the 47 prefectures, written as 東京都, 大阪府, 北海道 …' }),
+    .pipe(z.string().regex(/^\d{7}$/, { error: '郵便番号は7桁の数字で入力してください（例 100-0001）/ must be a 7-digit postcode such as 100-0001' })),
+  prefecture: z.enum(PREFECTURES, { error: '47都道府県のいずれかを入力してください（例 東京都、大阪府、北海道）/ must be one of the 47 prefectures, written as 東京都, 大阪府, 北海道 …' }),
   city: nonEmpty(100),
   line1: nonEmpty(200),
-  line2: z.string().trim().max(200).optional(),
+  line2: z.string().trim().max(200, atMost(200)).optional(),
   phone,
 });
 
@@ -69,9 +72,9 @@ export function orderLinesInput(least: 0 | 1) {
 export const orderInput = z.strictObject({
   shop: z.string().min(1, { error: 'must not be empty' }).max(40),
   customer: z.strictObject({
-    email: z.email({ error: 'must be an email address' }).max(254, { error: 'must be at most 254 characters' }),
+    email: z.email({ error: 'メールアドレスの形式ではありません / must be an email address such as taro@example.jp' }).max(254, atMost(254)),
     name: nonEmpty(100),
-    nameKana: z.string().trim().max(100).optional(),
+    nameKana: z.string().trim().max(100, atMost(100)).optional(),
     phone: phone.optional(),
   }),
   shippingAddress: addressInput.optional(),
@@ -107,6 +110,8 @@ export interface CreatedOrder {
   order: Order;
   token: string;
   attemptId: string;
+  /** The checkout key had made this order already: it is answered again, nothing new was made. */
+  replayed?: boolean;
 }
 
 /**
@@ -117,6 +122,19 @@ export interface CreatedOrder {
 export interface CreateOrderOptions {
   /** Runs inside the order's transaction, after the order is written (a subscription renewal records itself). */
   within?: (tx: Tx, order: Order) => Promise<void>;
+  /**
+   * The checkout request's own key (an API client's Idempotency-Key, the shop front's confirm
+   * form): sent again, it answers the order it made the first time. `request`: a digest of what
+   * was asked, so the key cannot be reused for another order.
+   */
+  checkoutKey?: { key: string; request: string };
+}
+
+/** The checkout key was taken by an earlier request: its order is the answer. */
+class CheckoutKeyTaken extends Error {
+  constructor(readonly orderId: string) {
+    super('checkout key taken');
+  }
 }
 
 /** The checkout's SKUs, by code, of active products (SQL built once: docs/benchmarks.md §1). */
@@ -157,91 +175,119 @@ export async function createValidOrder(ctx: Context, o: ValidOrderInput, opts: C
   const attemptId = newId('pay');
   const expiresAt = nowIso(new Date(now.getTime() + ctx.config.reservationTtlSeconds * 1000));
 
-  const order = await ctx.db.transaction().execute(async (tx) => {
-    const skus = (await checkoutSkus(tx, { shop: o.shop, codes: [...wanted.keys()] })).rows;
-    const byCode = new Map(skus.map((s) => [s.code, s]));
-    const unknown: FieldProblem[] = o.lines.flatMap((l, i) =>
-      byCode.has(l.sku) ? [] : [{ field: `lines.${i}.sku`, reason: `no product "${l.sku}" in shop "${o.shop}"` }],
-    );
-    if (unknown.length > 0) {
-      // Only now, off the common path: is it the products or the whole shop that is missing?
-      const shop = await tx.selectFrom('shops').select('id').where('id', '=', o.shop).executeTakeFirst();
-      throw invalid(shop ? unknown : [{ field: 'shop', reason: `shop "${o.shop}" does not exist` }]);
-    }
-    const needsShipping = skus.some((s) => s.kind === 'physical');
-    if (needsShipping && !o.shippingAddress) {
-      throw invalid([{ field: 'shippingAddress', reason: 'is required when the order contains a physical product' }]);
-    }
-
-    const lines = [...wanted].map(([code, quantity]) => {
-      const s = byCode.get(code)!;
-      return { sku: s, quantity, amount: s.price * quantity };
-    });
-    const shippingFee = 0;
-    const { subtotal, total, tax10, tax8 } = orderTotals(lines.map((l) => ({ amount: l.amount, taxRate: l.sku.tax_rate })), shippingFee);
-    if (total > MAX_ORDER_TOTAL) throw invalid([{ field: 'lines', reason: `order total ${total} yen exceeds ${MAX_ORDER_TOTAL} yen` }]);
-
-    // SKU rows are locked in id order, so two checkouts of the same SKUs cannot deadlock.
-    for (const l of [...lines].sort((a, b) => skuLockOrder(a.sku.id, b.sku.id))) {
-      const reserved = await reserveStock(tx, { skuId: l.sku.id, quantity: l.quantity });
-      if (Number(reserved.numAffectedRows) !== 1) {
-        throw new KessaiError('out_of_stock', `not enough stock for "${l.sku.code}" (wanted ${l.quantity})`, 409, [
-          { field: `lines.${o.lines.findIndex((x) => x.sku === l.sku.code)}.quantity`, reason: 'exceeds the stock available' },
-        ]);
+  let order: Order;
+  try {
+    order = await ctx.db.transaction().execute(async (tx) => {
+      if (opts.checkoutKey) await takeCheckoutKey(tx, o.shop, opts.checkoutKey, orderId, nowIso(now));
+      const skus = (await checkoutSkus(tx, { shop: o.shop, codes: [...wanted.keys()] })).rows;
+      const byCode = new Map(skus.map((s) => [s.code, s]));
+      const unknown: FieldProblem[] = o.lines.flatMap((l, i) =>
+        byCode.has(l.sku) ? [] : [{ field: `lines.${i}.sku`, reason: `no product "${l.sku}" in shop "${o.shop}"` }],
+      );
+      if (unknown.length > 0) {
+        // Only now, off the common path: is it the products or the whole shop that is missing?
+        const shop = await tx.selectFrom('shops').select('id').where('id', '=', o.shop).executeTakeFirst();
+        throw invalid(shop ? unknown : [{ field: 'shop', reason: `shop "${o.shop}" does not exist` }]);
       }
-    }
+      const needsShipping = skus.some((s) => s.kind === 'physical');
+      if (needsShipping && !o.shippingAddress) {
+        throw invalid([{ field: 'shippingAddress', reason: 'is required when the order contains a physical product' }]);
+      }
 
-    const customerId = newId('cus');
-    const at = nowIso(now);
-    await insertRow(tx, 'customers', { id: customerId, shop_id: o.shop, email: o.customer.email, name: o.customer.name, name_kana: o.customer.nameKana ?? null, phone: o.customer.phone ?? null, password_hash: null, email_verified_at: null, created_at: at });
-    const row: Order = {
-      id: orderId,
-      shop_id: o.shop,
-      number: orderNumber(now),
-      token_hash: hashToken(token),
-      customer_id: customerId,
-      email: o.customer.email,
-      state: 'pending_payment',
-      subtotal,
-      shipping_fee: shippingFee,
-      total,
-      tax_10: tax10,
-      tax_8: tax8,
-      current_attempt_id: attemptId,
-      fulfilled: 0,
-      stock_committed: 0,
-      stock_released: 0,
-      hold_reason: null,
-      expires_at: expiresAt,
-      created_at: at,
-      updated_at: at,
-    };
-    // A number already taken (one in a trillion a day per pair) is skipped by the insert, not
-    // failed, so the transaction carries on with a fresh one on either engine.
-    while ((await insertRow(tx, 'orders', row, { skipDuplicateOf: 'number' })) === 0) row.number = orderNumber(now);
-    await insertRows(
-      tx,
-      'order_lines',
-      lines.map((l, position) => ({ id: newId('oln'), order_id: orderId, sku_id: l.sku.id, position, product_kind: l.sku.kind, name: l.sku.name, jan_code: l.sku.jan_code, unit_price: l.sku.price, quantity: l.quantity, tax_rate: l.sku.tax_rate, amount: l.amount })),
-    );
-    await insertRows(
-      tx,
-      'reservations',
-      lines.map((l) => ({ id: newId('rsv'), order_id: orderId, sku_id: l.sku.id, quantity: l.quantity, state: 'held' as const, expires_at: expiresAt, created_at: at, updated_at: at })),
-    );
-    if (o.shippingAddress) {
-      const a = o.shippingAddress;
-      await insertRow(tx, 'order_addresses', { order_id: orderId, kind: 'shipping', name: a.name, postcode: a.postcode, prefecture: a.prefecture, city: a.city, line1: a.line1, line2: a.line2 ?? null, phone: a.phone });
-    }
-    await insertAttempt(tx, { id: attemptId, order: row, provider: o.payment.provider, method: o.payment.method ?? null, seq: 1, at });
-    await insertRows(tx, 'state_changes', [changeRow('payment', attemptId, null, 'pending', 'attempt opened', at), changeRow('order', orderId, null, 'pending_payment', 'checkout', at)]);
-    // Its own job, due when the reservation ends, so stock comes back on time (the sweep is a backstop).
-    await enqueue(tx, { kind: 'order.expire', payload: { orderId }, dedupeKey: `order.expire:${orderId}`, runAt: new Date(expiresAt) });
-    // What the caller records with the order, all or nothing (a subscription's renewal).
-    await opts.within?.(tx, row);
-    return row;
-  });
+      const lines = [...wanted].map(([code, quantity]) => {
+        const s = byCode.get(code)!;
+        return { sku: s, quantity, amount: s.price * quantity };
+      });
+      const shippingFee = 0;
+      const { subtotal, total, tax10, tax8 } = orderTotals(lines.map((l) => ({ amount: l.amount, taxRate: l.sku.tax_rate })), shippingFee);
+      if (total > MAX_ORDER_TOTAL) throw invalid([{ field: 'lines', reason: `order total ${total} yen exceeds ${MAX_ORDER_TOTAL} yen` }]);
+
+      // SKU rows are locked in id order, so two checkouts of the same SKUs cannot deadlock.
+      for (const l of [...lines].sort((a, b) => skuLockOrder(a.sku.id, b.sku.id))) {
+        const reserved = await reserveStock(tx, { skuId: l.sku.id, quantity: l.quantity });
+        if (Number(reserved.numAffectedRows) !== 1) {
+          throw new KessaiError('out_of_stock', `not enough stock for "${l.sku.code}" (wanted ${l.quantity})`, 409, [
+            { field: `lines.${o.lines.findIndex((x) => x.sku === l.sku.code)}.quantity`, reason: 'exceeds the stock available' },
+          ]);
+        }
+      }
+
+      const customerId = newId('cus');
+      const at = nowIso(now);
+      await insertRow(tx, 'customers', { id: customerId, shop_id: o.shop, email: o.customer.email, name: o.customer.name, name_kana: o.customer.nameKana ?? null, phone: o.customer.phone ?? null, password_hash: null, email_verified_at: null, created_at: at });
+      const row: Order = {
+        id: orderId,
+        shop_id: o.shop,
+        number: orderNumber(now),
+        token_hash: hashToken(token),
+        customer_id: customerId,
+        email: o.customer.email,
+        state: 'pending_payment',
+        subtotal,
+        shipping_fee: shippingFee,
+        total,
+        tax_10: tax10,
+        tax_8: tax8,
+        current_attempt_id: attemptId,
+        fulfilled: 0,
+        stock_committed: 0,
+        stock_released: 0,
+        hold_reason: null,
+        expires_at: expiresAt,
+        created_at: at,
+        updated_at: at,
+      };
+      // A number already taken (one in a trillion a day per pair) is skipped by the insert, not
+      // failed, so the transaction carries on with a fresh one on either engine.
+      while ((await insertRow(tx, 'orders', row, { skipDuplicateOf: 'number' })) === 0) row.number = orderNumber(now);
+      await insertRows(
+        tx,
+        'order_lines',
+        lines.map((l, position) => ({ id: newId('oln'), order_id: orderId, sku_id: l.sku.id, position, product_kind: l.sku.kind, name: l.sku.name, jan_code: l.sku.jan_code, unit_price: l.sku.price, quantity: l.quantity, tax_rate: l.sku.tax_rate, amount: l.amount })),
+      );
+      await insertRows(
+        tx,
+        'reservations',
+        lines.map((l) => ({ id: newId('rsv'), order_id: orderId, sku_id: l.sku.id, quantity: l.quantity, state: 'held' as const, expires_at: expiresAt, created_at: at, updated_at: at })),
+      );
+      if (o.shippingAddress) {
+        const a = o.shippingAddress;
+        await insertRow(tx, 'order_addresses', { order_id: orderId, kind: 'shipping', name: a.name, postcode: a.postcode, prefecture: a.prefecture, city: a.city, line1: a.line1, line2: a.line2 ?? null, phone: a.phone });
+      }
+      await insertAttempt(tx, { id: attemptId, order: row, provider: o.payment.provider, method: o.payment.method ?? null, seq: 1, at });
+      await insertRows(tx, 'state_changes', [changeRow('payment', attemptId, null, 'pending', 'attempt opened', at), changeRow('order', orderId, null, 'pending_payment', 'checkout', at)]);
+      // Its own job, due when the reservation ends, so stock comes back on time (the sweep is a backstop).
+      await enqueue(tx, { kind: 'order.expire', payload: { orderId }, dedupeKey: `order.expire:${orderId}`, runAt: new Date(expiresAt) });
+      // What the caller records with the order, all or nothing (a subscription's renewal).
+      await opts.within?.(tx, row);
+      return row;
+    });
+  } catch (error) {
+    if (!(error instanceof CheckoutKeyTaken)) throw error;
+    const earlier = await ctx.db.selectFrom('orders').selectAll().where('id', '=', error.orderId).executeTakeFirstOrThrow();
+    const again = orderToken(ctx, earlier);
+    if (!again || !earlier.current_attempt_id) throw new Error(`order ${earlier.number} of a repeated checkout cannot be answered again`);
+    return { order: earlier, token: again, attemptId: earlier.current_attempt_id, replayed: true };
+  }
   return { order, token, attemptId };
+}
+
+/**
+ * Takes the checkout key first thing in the order's transaction. A key already taken (committed,
+ * or on PostgreSQL committed while this insert waited for it) makes nothing: its order answers.
+ */
+async function takeCheckoutKey(tx: Tx, shopId: string, checkoutKey: { key: string; request: string }, orderId: string, at: string): Promise<void> {
+  const taken = await tx
+    .insertInto('checkout_keys')
+    .values({ shop_id: shopId, key: checkoutKey.key, order_id: orderId, request: checkoutKey.request, created_at: at })
+    .onConflict((oc) => oc.columns(['shop_id', 'key']).doNothing())
+    .executeTakeFirst();
+  if (Number(taken.numInsertedOrUpdatedRows ?? 0) === 1) return;
+  const earlier = await tx.selectFrom('checkout_keys').select(['order_id', 'request']).where('shop_id', '=', shopId).where('key', '=', checkoutKey.key).executeTakeFirstOrThrow();
+  if (earlier.request !== checkoutKey.request) {
+    throw new KessaiError('idempotency_key_reused', `Idempotency-Key "${checkoutKey.key}" was used for another checkout; a new order needs a new key`, 409);
+  }
+  throw new CheckoutKeyTaken(earlier.order_id);
 }
 
 async function insertAttempt(tx: Tx, a: { id: string; order: Order; provider: string; method: string | null; seq: number; at?: string }): Promise<void> {
@@ -448,7 +494,8 @@ export interface CustomerOrderView {
   createdAt: string;
   expiresAt: string;
   lines: { name: string; kind: string; unitPrice: number; quantity: number; amount: number; taxRate: number }[];
-  payment: { provider: string; method: string | null; state: string; details: Record<string, unknown> } | null;
+  /** Amounts in yen: what the gateway took and how much of it went back (refunds add up here). */
+  payment: { provider: string; method: string | null; state: string; capturedAmount: number; refundedAmount: number; details: Record<string, unknown> } | null;
   tickets: TicketView[];
   /** Shown once delivered (the order fulfilled); a held order's codes are not the customer's yet. */
   serialCodes: SerialCodeView[];
@@ -471,7 +518,7 @@ export async function orderView(ctx: Context, order: Order): Promise<CustomerOrd
     expiresAt: order.expires_at,
     lines: lines.map((l) => ({ name: l.name, kind: l.product_kind, unitPrice: l.unit_price, quantity: l.quantity, amount: l.amount, taxRate: l.tax_rate })),
     payment: attempt
-      ? { provider: attempt.provider, method: attempt.method, state: attempt.state, details: JSON.parse(attempt.details) as Record<string, unknown> }
+      ? { provider: attempt.provider, method: attempt.method, state: attempt.state, capturedAmount: attempt.captured_amount, refundedAmount: attempt.refunded_amount, details: JSON.parse(attempt.details) as Record<string, unknown> }
       : null,
     tickets: lines.some((l) => l.product_kind === 'ticket') ? await orderTickets(ctx.db, ctx.config.publicUrl, order.id) : [],
     serialCodes: order.fulfilled === 1 && lines.some((l) => l.product_kind === 'serial_code') ? await orderSerialCodes(ctx.db, order.id) : [],
@@ -487,10 +534,15 @@ const orderLinkPurpose = (orderId: string) => `order-link:${orderId}`;
  * opens it, and nothing else can.
  */
 export function orderPageUrl(ctx: Context, order: Pick<Order, 'id' | 'token_hash'>): string | undefined {
+  const token = orderToken(ctx, order);
+  return token === undefined ? undefined : `${ctx.config.publicUrl}/orders/${token}`;
+}
+
+function orderToken(ctx: Context, order: Pick<Order, 'id' | 'token_hash'>): string | undefined {
   const dot = order.token_hash.indexOf('.');
   if (dot === -1) return undefined;
   const token = derivedSecret(ctx.config.masterKey, orderLinkPurpose(order.id), order.token_hash.slice(0, dot));
-  return hashToken(token) === order.token_hash ? `${ctx.config.publicUrl}/orders/${token}` : undefined;
+  return hashToken(token) === order.token_hash ? token : undefined;
 }
 
 export async function findOrderByToken(ctx: Context, token: string): Promise<Order> {

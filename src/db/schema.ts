@@ -382,7 +382,17 @@ export interface InquiryTable {
   created_at: string;
 }
 
+/** A checkout request's key and the order it made (migration 0013). `request`: a digest of what was asked. */
+export interface CheckoutKeyTable {
+  shop_id: string;
+  key: string;
+  order_id: string;
+  request: string;
+  created_at: string;
+}
+
 export interface Database {
+  checkout_keys: CheckoutKeyTable;
   customer_links: CustomerLinkTable;
   shops: ShopTable;
   products: ProductTable;

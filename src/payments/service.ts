@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { createValidOrder, findOrder, lockOrder, openAttempt, orderInput, orderSnapshot, applyOrderChange } from '../commerce/orders.js';
 import { applyOrderEvent } from '../commerce/decide.js';
 import { basketOf, type Basket } from '../commerce/catalog.js';
@@ -140,23 +141,35 @@ export interface CheckoutResult {
   order: Order;
   token: string;
   action: PaymentAction | null;
+  /** The same checkout key came before: its order is answered, nothing new was made or started. */
+  replayed?: boolean;
   /** Set when the gateway could not be reached: the order exists, the customer may retry paying. */
   error?: { code: string; message: string };
 }
 
-/** Checkout: the order and its reservation first (committed), then the gateway hand-off. */
-export async function checkout(p: Payments, input: unknown): Promise<CheckoutResult> {
+/**
+ * Checkout: the order and its reservation first (committed), then the gateway hand-off. With a
+ * `checkoutKey` (an API client's Idempotency-Key, the shop front's confirm form), the same request
+ * sent again answers the order the first one made (`replayed`), without a hand-off: the first
+ * answer had it, and the order page pays again if it was lost.
+ */
+export async function checkout(p: Payments, input: unknown, checkoutKey?: string): Promise<CheckoutResult> {
   let created;
   try {
+    if (checkoutKey !== undefined && !IDEMPOTENCY_KEY.test(checkoutKey)) {
+      throw invalid([{ field: 'Idempotency-Key', reason: 'must be 1 to 255 visible ASCII characters (a UUID, for example)' }]);
+    }
     const order = parseInput(orderInput, input);
     // An unknown shop is reported by createValidOrder, with the field named.
     const shop = await p.ctx.db.selectFrom('shops').select('id').where('id', '=', order.shop).executeTakeFirst();
     if (shop) await assertPayable(p, order.shop, order.payment, 'payment.', await basketOf(p.ctx, order.shop, order.lines));
-    created = await createValidOrder(p.ctx, order);
+    const request = createHash('sha256').update(JSON.stringify(order)).digest('base64url');
+    created = await createValidOrder(p.ctx, order, checkoutKey === undefined ? {} : { checkoutKey: { key: checkoutKey, request } });
   } catch (error) {
     if (error instanceof KessaiError) p.ctx.metrics.checkouts.inc({ outcome: error.code === 'out_of_stock' ? 'out_of_stock' : 'invalid' });
     throw error;
   }
+  if (created.replayed) return { order: created.order, token: created.token, action: null, replayed: true };
   p.ctx.metrics.checkouts.inc({ outcome: 'created' });
   const started = await startAttempt(p, created.attemptId, created.order, created.token);
   return { order: created.order, token: created.token, ...started };

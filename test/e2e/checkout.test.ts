@@ -81,7 +81,7 @@ describeInBrowser('checkout in a real browser [sqlite]', (suite) => {
         await expectState(page, /コンビニ/);
         const text = (await page.textContent('main')) ?? '';
         assert.match(text, /お支払い期限/);
-        assert.match(text, /lawson/);
+        assert.match(text, /ローソン \/ Lawson/);
         const orderUrl = page.url();
         await page.click('dl.instructions a');
         await page.click('#pay-at-store button');

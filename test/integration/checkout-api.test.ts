@@ -8,6 +8,7 @@ import { after, before, it } from 'node:test';
 import { createProduct } from '../../src/commerce/catalog.js';
 import { setShopSettings } from '../../src/commerce/shops.js';
 import type { Database } from '../../src/db/schema.js';
+import { buyThroughShop, FormClient, hiddenFields } from '../helpers/browser.js';
 import { forEachEngine } from '../helpers/db.js';
 import { startStore, type TestStore } from '../helpers/store.js';
 
@@ -379,5 +380,66 @@ forEachEngine('checkout and stock', (engine) => {
     assert.equal(held.length, 5, 'one reservation per successful order');
     const orderNumbers = new Set(responses.filter((r) => r.status === 201).map((r) => r.body.order.number));
     assert.equal(orderNumbers.size, 5, 'five distinct orders');
+  });
+});
+
+forEachEngine('one order per checkout, however often it is sent', (engine) => {
+  let store: TestStore;
+  before(async () => {
+    store = await startStore(engine);
+  });
+  after(async () => {
+    await store?.close();
+  });
+
+  const keyed = (body: unknown, key: string) =>
+    fetch(`${store.url}/api/checkout`, { method: 'POST', headers: { 'content-type': 'application/json', 'idempotency-key': key }, body: JSON.stringify(body) });
+
+  it('the API with an Idempotency-Key: a repeat (even at the same moment) answers the first order; another basket under the key is refused', async () => {
+    const code = await limitedProduct(store, 5);
+    const key = `retry-${randomBytes(6).toString('hex')}`;
+    const ordersBefore = await count(store, 'orders');
+    const body = order({ lines: [{ sku: code, quantity: 2 }] });
+    const answers = await Promise.all([keyed(body, key), keyed(body, key), keyed(body, key)]);
+    const read = await Promise.all(answers.map(async (r) => ({ status: r.status, body: (await r.json()) as CheckoutBody & { replayed?: boolean; orderToken: string } })));
+    assert.deepEqual(read.map((r) => r.status).sort(), [200, 200, 201], JSON.stringify(read.map((r) => r.body)));
+    assert.equal(new Set(read.map((r) => r.body.order.number)).size, 1, 'the same order every time');
+    assert.equal(new Set(read.map((r) => r.body.orderToken)).size, 1, 'with the same link');
+    for (const r of read.filter((x) => x.status === 200)) assert.equal(r.body.replayed, true);
+    assert.equal(await count(store, 'orders'), ordersBefore + 1);
+    assert.deepEqual(await skuRow(store, code), { on_hand: 5, reserved: 2 }, 'stock reserved once');
+
+    const other = await keyed(order({ lines: [{ sku: code, quantity: 1 }] }), key);
+    assert.equal(other.status, 409);
+    assert.equal(((await other.json()) as ErrorBody).error.code, 'idempotency_key_reused');
+    const bad = await keyed(body, 'has a space');
+    assert.equal(bad.status, 400);
+    assert.deepEqual(((await bad.json()) as ErrorBody).error.problems.map((p) => p.field), ['Idempotency-Key']);
+    assert.equal(await count(store, 'orders'), ordersBefore + 1, 'neither made an order');
+  });
+
+  it('the shop front: a double click on the confirm button makes one order; the next purchase of the same basket is a new order', async () => {
+    const code = await limitedProduct(store, 5);
+    const b = new FormClient(store.url);
+    const ordersBefore = await count(store, 'orders');
+    assert.equal((await b.submit(`/products/${code}`, '/cart/add', { quantity: '1' })).status, 303);
+    assert.equal((await b.submit('/checkout/customer', '/checkout/customer', { email: 'double@example.jp', name: '二度 押し' })).status, 303);
+    assert.equal((await b.submit('/checkout/payment', '/checkout/payment', { provider: 'testpay' })).status, 303);
+    const confirm = await b.get('/checkout/confirm');
+    assert.equal(confirm.status, 200);
+    // Two clicks: the browser sends the same form twice before the first answer comes back.
+    const fields = hiddenFields(confirm.body, '/checkout/confirm');
+    const [one, two] = await Promise.all([b.post('/checkout/confirm', fields), b.post('/checkout/confirm', fields)]);
+    assert.deepEqual([one.status, two.status], [303, 303], `${one.body.slice(0, 300)} ${two.body.slice(0, 300)}`);
+    assert.equal(await count(store, 'orders'), ordersBefore + 1, 'one order');
+    assert.deepEqual(await skuRow(store, code), { on_hand: 5, reserved: 1 });
+    const again = [one, two].find((r) => /^\/orders\//.test(r.location ?? ''));
+    assert.ok(again, `the repeat lands on the first order's page: ${one.location} ${two.location}`);
+    const page = await b.get(again.location!);
+    assert.equal(page.status, 200);
+
+    const next = await buyThroughShop(new FormClient(store.url), { sku: code, email: 'double@example.jp', name: '二度 押し', provider: 'testpay' });
+    assert.equal(next.status, 303, next.body);
+    assert.equal(await count(store, 'orders'), ordersBefore + 2, 'the same basket bought again is another order');
   });
 });

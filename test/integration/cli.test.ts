@@ -5,6 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { Writable } from 'node:stream';
+import { DEMO_PRODUCTS } from '../../src/commerce/demo.js';
+import { ORDER_STATES } from '../../src/commerce/order-machine.js';
 import { createOrder } from '../../src/commerce/orders.js';
 import { loadConfig } from '../../src/config.js';
 import { migrations } from '../../src/db/migrations/index.js';
@@ -93,7 +95,7 @@ describe('kessai CLI', () => {
     } finally {
       await rt.close();
     }
-    assert.match(kessai(['order', 'list', '--state', 'paid'], env).out, new RegExp(`${number}\tdefault\tpaid\t6800円`));
+    assert.match(kessai(['order', 'list', '--state', 'paid'], env).out, new RegExp(`${number}\tdefault\tpaid\t6,800円`));
     assert.match(kessai(['order', 'show', number], env).out, /"state": "paid"/);
     const tooMuch = kessai(['order', 'refund', number, '--amount', '7000'], env);
     assert.equal(tooMuch.code, 1);
@@ -127,6 +129,73 @@ describe('kessai CLI', () => {
       }
     });
   }
+
+  it('lists orders with amounts as shops write them, and refuses a state that does not exist', async () => {
+    const env = sqliteEnv();
+    assert.equal(kessai(['seed-demo'], env).code, 0);
+    const rt = await createRuntime(loadConfig({ ...env, LOG_LEVEL: 'silent' }), { logDestination: new Writable({ write: (_c, _e, done) => done() }) });
+    let number: string;
+    try {
+      ({ order: { number } } = await createOrder(rt.ctx, { shop: 'default', customer: { email: 'two@example.jp', name: '客' }, lines: [{ sku: 'demo-ticket', quantity: 2 }], payment: { provider: 'testpay' } }));
+    } finally {
+      await rt.close();
+    }
+    const list = kessai(['order', 'list'], env);
+    assert.equal(list.code, 0, list.err);
+    assert.match(list.out, new RegExp(`^${number}\tdefault\tpending_payment\t13,600円\ttwo@example\\.jp$`, 'm'));
+
+    const bogus = kessai(['order', 'list', '--state', 'bogus'], env);
+    assert.notEqual(bogus.code, 0);
+    assert.equal(bogus.out, '', 'no "no orders"');
+    assert.match(bogus.err, /option '--state <state>' argument 'bogus' is invalid/);
+    assert.match(bogus.err, new RegExp(`Allowed choices are ${ORDER_STATES.join(', ')}`));
+  });
+
+  it('stops quietly when whoever reads its output stops reading (`kessai shop show default | head -1`)', async () => {
+    const env = sqliteEnv();
+    assert.equal(kessai(['seed-demo'], env).code, 0);
+    const child = spawn(process.execPath, [MAIN, 'shop', 'show', 'default'], { env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    // The reading end closes before the command has written its first line.
+    child.stdout.destroy();
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    assert.equal(err, '', 'no stack trace');
+    assert.equal(code, 0);
+  });
+
+  it('help says what sandbox and seed-demo do', () => {
+    const help = (args: string[]) => {
+      const r = kessai([...args, '--help'], sqliteEnv());
+      assert.equal(r.code, 0, r.err);
+      return r.out.replace(/\s+/g, ' ');
+    };
+    const sandbox = help(['sandbox']);
+    for (const party of ['SBPS', 'atone', 'KOMOJU', 'testpay', 'Chekicha', 'geocoder']) assert.match(sandbox, new RegExp(`\\b${party}\\b`), `sandbox --help names ${party}`);
+    const seed = help(['seed-demo']);
+    for (const { code } of DEMO_PRODUCTS) assert.match(seed, new RegExp(`\\b${code}\\b`), `seed-demo --help names ${code}`);
+  });
+
+  it('every URL the start banner prints opens a page', async () => {
+    const port = 30000 + Math.floor(Math.random() * 20000);
+    const child = spawn(process.execPath, [MAIN, 'start', '--port', String(port)], { env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'warn', ...sqliteEnv() } });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    try {
+      const deadline = Date.now() + 60_000;
+      // The banner: from its first line to the blank line that ends it.
+      const banner = () => /kessai is running[\s\S]*?\n\n/.exec(out)?.[0];
+      while (!banner() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      const urls = banner()?.match(/https?:\/\/[^\s,;)]+/g) ?? [];
+      assert.ok(urls.some((u) => u.includes('/sandbox/')), `the banner lists the sandbox:\n${out}`);
+      const answers = await Promise.all(urls.map(async (url) => `${url} ${(await fetch(url)).status}`));
+      assert.deepEqual(answers, urls.map((url) => `${url} 200`));
+    } finally {
+      child.kill('SIGTERM');
+    }
+    assert.equal(await exited, 0);
+  });
 
   it('serves, answers health checks, and stops cleanly on SIGTERM', async () => {
     const env = { ...sqliteEnv(), PORT: '0' };

@@ -9,7 +9,7 @@ import { ENGINES, forEachEngine, testDatabase, useTestDatabase, type Engine } fr
 
 const ALL_MIGRATIONS = Object.keys(migrations);
 const TABLES = [
-  'account_tokens', 'alerts', 'chart_runs', 'customer_links', 'customer_sessions', 'customers', 'inquiries', 'job_runs', 'jobs', 'mail_log', 'order_addresses', 'order_lines', 'orders',
+  'account_tokens', 'alerts', 'chart_runs', 'checkout_keys', 'customer_links', 'customer_sessions', 'customers', 'inquiries', 'job_runs', 'jobs', 'mail_log', 'order_addresses', 'order_lines', 'orders',
   'payment_attempts', 'payment_events', 'payment_operations', 'products', 'rate_limits', 'reservations', 'serial_code_batches', 'serial_code_specs', 'serial_codes',
   'shops', 'skus', 'state_changes', 'subscription_orders', 'subscriptions', 'tickets',
 ];

@@ -239,6 +239,21 @@ forEachEngine('KOMOJU through the store', (engine) => {
     assert.equal((await view(store, order.token)).state, 'paid');
   });
 
+  it("KOMOJU's cancel link: back on the order page, the customer is told the payment was not completed and the page does not poll", async () => {
+    const order = await placeOrder(store, await product(store, 5, 1500));
+    const hosted = await (await fetch(order.sessionUrl)).text();
+    const cancelLink = /id="back-to-shop" href="([^"]+)"/.exec(hosted)?.[1]?.replace(/&amp;/g, '&');
+    assert.ok(cancelLink, 'the hosted page has its cancel link');
+    const back = await fetch(cancelLink, { redirect: 'manual' });
+    assert.equal(back.status, 303);
+    // KOMOJU sends a cancel back like a payment (return_url with session_id): the read-back tells them apart.
+    assert.equal(back.headers.get('location'), `/orders/${order.token}?cancelled=1`);
+    const page = await (await fetch(new URL(back.headers.get('location')!, store.url))).text();
+    assert.ok(page.includes('お支払いは完了していません'), 'the page says the payment was not completed');
+    assert.ok(!page.includes('http-equiv="refresh"'), 'and does not poll for a result that is not coming');
+    assert.equal((await view(store, order.token)).state, 'pending_payment', 'nothing changed: the customer may pay again');
+  });
+
   it('3-D Secure approved on the challenge page pays; failed leaves it open', async () => {
     const order = await placeOrder(store, await product(store, 5, 2000));
     const challenge = await submit(`${order.sessionUrl}/pay/credit_card`, card(CARD_3DS));
@@ -274,9 +289,10 @@ forEachEngine('KOMOJU through the store', (engine) => {
       assert.equal(found.length, 1, 'one payment-instructions mail');
       return found[0]!;
     }, 10_000);
-    assert.match(mail.text, /お支払い先 \/ Pay at: familymart/);
+    assert.match(mail.text, /お支払い先 \/ Pay at: ファミリーマート \/ FamilyMart/);
     assert.ok(mail.text.includes(String(instructions.url)), 'the instructions link is in the mail');
     assert.match(mail.text, /手数料 \/ Fee: 190円/);
+    assert.match(mail.text, new RegExp(`お支払い金額 / Amount to pay: ${(5000 + 190).toLocaleString('ja-JP')}円`));
 
     const { payment } = await atKomoju(store, order.orderId);
     const paid = await fetch(`${sim(store)}/api/payments/${payment!.id}/pay-at-store`, { method: 'POST' });

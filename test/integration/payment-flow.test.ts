@@ -164,6 +164,20 @@ function mailFiles(store: TestStore): { name: string; text: string }[] {
   return readMails(store.dataDir).map((m) => ({ name: m.name, text: `${m.head}\n\n${m.text}` }));
 }
 
+/** The order page's HTML, as the customer's browser gets it. */
+async function orderPage(store: TestStore, token: string, query = ''): Promise<string> {
+  const res = await fetch(`${store.url}/orders/${token}${query}`);
+  assert.equal(res.status, 200);
+  return res.text();
+}
+
+/** An instant as ja-JP writes Japan time (2026/11/25 0:51:37), worked out by hand: Japan keeps UTC+9 all year. */
+function japanTime(iso: string): string {
+  const t = new Date(Date.parse(iso) + 9 * 3600_000);
+  const two = (n: number) => String(n).padStart(2, '0');
+  return `${t.getUTCFullYear()}/${t.getUTCMonth() + 1}/${t.getUTCDate()} ${t.getUTCHours()}:${two(t.getUTCMinutes())}:${two(t.getUTCSeconds())}`;
+}
+
 // ---------------------------------------------------------------- the tests
 
 forEachEngine('payment flow through the gateway', (engine) => {
@@ -650,6 +664,101 @@ forEachEngine('payment flow through the gateway', (engine) => {
     const held = (await (await admin(store, 'GET', `/orders/${order.orderId}`)).json()) as { state: string; holdReason: string };
     assert.equal(held.state, 'on_hold');
     assert.match(held.holdReason, /1000 yen differs from the order total 2000 yen/);
+  });
+
+  it('back through the gateway\'s cancel link: the order page stops polling, says the payment was not completed and offers another method', async () => {
+    const order = await placeOrder(store, [{ sku: await product(store, 5, 1000), quantity: 1 }]);
+    const attempt = await onlyAttempt(store, order.orderId);
+    const atGateway = await orderPage(store, order.token);
+    assert.match(atGateway, /<meta http-equiv="refresh"/, 'while the customer is at the gateway, the page waits for its result');
+    assert.match(atGateway, /Waiting for the payment result/);
+
+    // SBPS's screen posts the customer back to the cancel URL, a redirecting gateway sends them there
+    // with a GET; as after SBPS's cancel, nothing at the gateway ended the attempt.
+    const cancelUrl = `${store.url}/orders/${order.token}/return?attempt=${attempt.id}&cancelled=1`;
+    for (const init of [{ method: 'GET' }, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: '' }]) {
+      const res = await fetch(cancelUrl, { ...init, redirect: 'manual' });
+      await res.arrayBuffer();
+      assert.equal(res.status, 303, init.method);
+      assert.equal(res.headers.get('location'), `/orders/${order.token}?cancelled=1`, init.method);
+    }
+    assert.equal((await onlyAttempt(store, order.orderId)).state, 'pending', 'the cancel link moves no money state');
+
+    const back = unescapeHtml(await orderPage(store, order.token, '?cancelled=1'));
+    assert.doesNotMatch(back, /http-equiv="refresh"/, 'nothing to wait for: the pay-again choice is not reset under the customer');
+    assert.doesNotMatch(back, /Waiting for the payment result/);
+    assert.match(back, /<p class="notice">お支払いは完了していません。下のフォームから別のお支払い方法を選べます。\/ The payment was not completed\. You can choose another payment method below\.<\/p>/);
+    assert.match(back, new RegExp(`<form method="post" action="/orders/${order.token}/pay">`));
+
+    // A pay-again choice the order cannot take, while the old attempt is still pending: the reason stays on screen.
+    const refused = await new FormClient(store.url).submit(`/orders/${order.token}`, `/orders/${order.token}/pay`, { provider: 'no-such-provider' });
+    assert.equal(refused.status, 400);
+    assert.match(refused.body, /<p id="f-provider-error" class="field-error" role="alert">/);
+    assert.doesNotMatch(refused.body, /http-equiv="refresh"/);
+  });
+
+  it('a declined payment: the order page says so in words and offers paying again', async () => {
+    const order = await placeOrder(store, [{ sku: await product(store, 5, 1000), quantity: 1 }]);
+    const back = await press(order.payUrl, 'decline');
+    await notificationsApplied(store);
+    await comeBack(store, back);
+    const html = unescapeHtml(await orderPage(store, order.token));
+    assert.match(html, /<p class="notice">お支払いが承認されませんでした。下のフォームから、もう一度または別の方法でお支払いいただけます。\/ The payment was declined\. You can pay again below, with the same or another method\.<\/p>/);
+    assert.match(html, /お支払い \/ Payment: テスト決済 \/ Test payment \(sandbox\) — 承認されませんでした \/ Declined<\/p>/);
+    assert.doesNotMatch(html, /testpay — failed/);
+    assert.doesNotMatch(html, /http-equiv="refresh"/);
+    assert.match(html, new RegExp(`<form method="post" action="/orders/${order.token}/pay">`));
+  });
+
+  it('a konbini slip on the order page: the payment in words, its deadline in Japan time', async () => {
+    const order = await placeOrder(store, [{ sku: await product(store, 5, 1000), quantity: 1 }], { provider: 'testpay', method: 'konbini' });
+    await press(order.payUrl, 'konbini');
+    await notificationsApplied(store);
+    const { konbini } = await gatewayPayment(store, (await onlyAttempt(store, order.orderId)).merchant_ref);
+    assert.ok(konbini, 'testpay issued a slip');
+    const html = unescapeHtml(await orderPage(store, order.token));
+    assert.match(html, /お支払い \/ Payment: テスト決済 \/ Test payment \(sandbox\) — お支払い待ち \/ Waiting for your payment<\/p>/);
+    assert.ok(html.includes(`コンビニ払込番号 / Receipt: ${konbini.receipt}, 期限 / deadline ${japanTime(konbini.deadline)}</p>`), html);
+    assert.doesNotMatch(html, /\d{4}-\d\d-\d\dT\d\d:\d\d/, 'no UTC timestamp is shown');
+  });
+
+  it('a KOMOJU konbini slip: the store by its name, the fee and the amount to pay there', async () => {
+    const order = await placeOrder(store, [{ sku: await product(store, 5, 1320), quantity: 1 }], { provider: 'komoju', method: 'konbini' });
+    const slip = await fetch(`${order.payUrl}/pay/konbini`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'store=seicomart', redirect: 'manual' });
+    await slip.arrayBuffer();
+    assert.equal(slip.status, 303);
+    await comeBack(store, new URL(slip.headers.get('location')!, order.payUrl));
+    assert.equal(await stateOf(store, order.token), 'awaiting_payment');
+    const html = unescapeHtml(await orderPage(store, order.token));
+    assert.match(html, /お支払い \/ Payment: クレジットカード・コンビニ等（KOMOJU）\/ Card, konbini and more \(KOMOJU\) — お支払い待ち \/ Waiting for your payment<\/p>/);
+    assert.match(html, /<dt>お支払い先 \/ Pay at<\/dt><dd>セイコーマート \/ Seicomart<\/dd>/);
+    assert.match(html, /<dt>手数料 \/ Fee<\/dt><dd>190円<\/dd>/);
+    assert.match(html, /<dt>お支払い金額 \/ Amount to pay<\/dt><dd><strong>1,510円<\/strong>（ご注文 \/ order 1,320円 \+ 手数料 \/ fee 190円）<\/dd>/);
+    assert.doesNotMatch(html, /<dd>seicomart|komoju —|— awaiting_payment/, 'no code is shown in place of words');
+  });
+
+  it('refunds: the order page shows how much went back, partly and in full; the ticket page its issue time in Japan time', async () => {
+    store.startWorker();
+    const order = await placeOrder(store, [{ sku: await product(store, 5, 2000), quantity: 1 }]);
+    await press(order.payUrl, 'card');
+    await notificationsApplied(store);
+    const paid = unescapeHtml(await orderPage(store, order.token));
+    assert.match(paid, /お支払い \/ Payment: テスト決済 \/ Test payment \(sandbox\) — お支払い済み \/ Paid<\/p>/);
+    assert.doesNotMatch(paid, /返金額/, 'nothing refunded, nothing said');
+
+    const ticket = await store.rt.ctx.db.selectFrom('tickets').select(['code', 'issued_at']).where('order_id', '=', order.orderId).executeTakeFirstOrThrow();
+    const ticketPage = unescapeHtml(await (await fetch(`${store.url}/tickets/${ticket.code}`)).text());
+    assert.ok(ticketPage.includes(`<dt>発券 / Issued</dt><dd>${japanTime(ticket.issued_at)}</dd>`), ticketPage);
+
+    assert.equal((await admin(store, 'POST', `/orders/${order.orderId}/refund`, { amount: 300 })).status, 202);
+    await eventually(async () => assert.equal(await stateOf(store, order.token), 'partially_refunded'));
+    const partly = unescapeHtml(await orderPage(store, order.token));
+    assert.match(partly, /— 一部返金済み \/ Partially refunded<\/p>/);
+    assert.match(partly, /<p class="refund">返金額 \/ Refunded: 300円（お支払い額 \/ Paid 2,000円）<\/p>/);
+
+    assert.equal((await admin(store, 'POST', `/orders/${order.orderId}/refund`, { amount: 1700 })).status, 202);
+    await eventually(async () => assert.equal(await stateOf(store, order.token), 'refunded'));
+    assert.match(unescapeHtml(await orderPage(store, order.token)), /<p class="refund">返金額 \/ Refunded: 2,000円（お支払い額 \/ Paid 2,000円）<\/p>/);
   });
 });
 

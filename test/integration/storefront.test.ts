@@ -48,7 +48,7 @@ forEachEngine('storefront', (engine) => {
   it('the list and the product page show the price with tax, the kind and whether it is in stock', async () => {
     const gone = await product('physical', 2200, 0, { taxRate: 8 });
     const list = (await client().get('/')).body;
-    assert.match(list, /デモ シングルCD「決済の歌」<\/a><\/h3>\s*<p><span class="kind kind-physical">CD<\/span>\s*<span class="price">1,320円（税込/);
+    assert.match(list, /デモ シングルCD「決済の歌」<\/a><\/h3>\s*<p><span class="kind kind-physical">配送商品 \/ Shipped goods<\/span>\s*<span class="price">1,320円（税込/);
     assert.match(list, /<span class="kind kind-serial_code">シリアルコード/);
     assert.match(list, /<span class="kind kind-ticket">チケット/);
     assert.match(list, new RegExp(`${gone}</a></h3>[\\s\\S]*?在庫なし / Sold out`));
@@ -69,8 +69,8 @@ forEachEngine('storefront', (engine) => {
     assert.equal((await client().get('/products/no-such-thing')).status, 404);
 
     // A subscription says so before it is in the cart: who can buy it and how often it comes.
-    assert.match(list, /デモ ファンクラブ 毎月お届けBOX<\/a><\/h3>\s*<p><span class="kind kind-physical">CD<\/span> <span class="kind recurring">定期購入/);
-    assert.doesNotMatch(list, /デモ シングルCD「決済の歌」<\/a><\/h3>\s*<p><span class="kind kind-physical">CD<\/span> <span class="kind recurring">/);
+    assert.match(list, /デモ ファンクラブ 毎月お届けBOX<\/a><\/h3>\s*<p><span class="kind kind-physical">配送商品 \/ Shipped goods<\/span> <span class="kind recurring">定期購入/);
+    assert.doesNotMatch(list, /デモ シングルCD「決済の歌」<\/a><\/h3>\s*<p><span class="kind kind-physical">配送商品 \/ Shipped goods<\/span> <span class="kind recurring">/);
     assert.match((await client().get('/products/demo-fanclub')).body, /<dt>定期購入 \/ Subscription<\/dt><dd class="recurring">毎月お届け \/ every month（atone でお支払い。会員は自動で継続/);
   });
 
@@ -301,6 +301,82 @@ forEachEngine('storefront', (engine) => {
     const placed = await b.post('/checkout/confirm', fields);
     assert.equal(placed.status, 303, placed.body.slice(0, 1000));
     assert.equal(await countOrders(), orders + 1);
+  });
+
+  it('the customer and address steps give each reason in Japanese and English, as the account pages do', async () => {
+    const b = client();
+    await b.submit('/products/demo-cd', '/cart/add', { quantity: '1' });
+    const customer = await b.submit('/checkout/customer', '/checkout/customer', { email: 'not an address', name: '  ' });
+    assert.equal(customer.status, 400);
+    assert.equal(fieldError(customer.body, 'f-name'), '入力してください / must not be empty');
+    assert.equal(fieldError(customer.body, 'f-email'), 'メールアドレスの形式ではありません / must be an email address such as taro@example.jp');
+
+    assert.equal((await b.submit('/checkout/customer', '/checkout/customer', { email: 'bilingual@example.jp', name: '山田 太郎' })).location, '/checkout/address');
+    const address = await b.submit('/checkout/address', '/checkout/address', { ...TEST_ADDRESS, prefecture: '東京', city: '', postcode: '12345', phone: '12345' });
+    assert.equal(address.status, 400);
+    assert.match(fieldError(address.body, 'f-prefecture') ?? '', /^47都道府県のいずれかを入力してください.*\/ must be one of the 47 prefectures/);
+    assert.equal(fieldError(address.body, 'f-city'), '入力してください / must not be empty');
+    assert.match(fieldError(address.body, 'f-postcode') ?? '', /^郵便番号は7桁の数字で入力してください.*\/ must be a 7-digit postcode/);
+    assert.match(fieldError(address.body, 'f-phone') ?? '', /^電話番号の形式ではありません.*\/ must be a Japanese phone number/);
+
+    // The note the address form shows under the postcode when the lookup knows no address.
+    const unknown = await fetch(`${store.url}/api/address?postcode=9999999`);
+    assert.equal(unknown.status, 404);
+    assert.equal(((await unknown.json()) as { error: { message: string } }).error.message, '郵便番号 999-9999 の住所が見つかりません。住所を入力してください。/ No address is known for postcode 999-9999; please enter the address by hand.');
+
+    // The API takes the same reasons, under its own field names.
+    const api = await fetch(`${store.url}/api/checkout`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ shop: 'default', customer: { email: 'api-bilingual@example.jp', name: '' }, lines: [{ sku: 'demo-serial', quantity: 1 }], payment: { provider: 'testpay' } }),
+    });
+    assert.equal(api.status, 400);
+    const body = (await api.json()) as { error: { problems: { field: string; reason: string }[] } };
+    assert.deepEqual(body.error.problems, [{ field: 'customer.name', reason: '入力してください / must not be empty' }]);
+  });
+
+  it('a quantity too large to buy gets the "at most 99" reason, however many digits it has', async () => {
+    const b = client();
+    for (const quantity of ['100', '99999', '１２３４５６７８９０']) {
+      const res = await b.submit('/products/demo-cd', '/cart/add', { quantity });
+      assert.equal(res.status, 400, quantity);
+      assert.equal(fieldError(res.body, 'f-quantity'), '数量は99以下にしてください / must be at most 99', quantity);
+    }
+    await b.submit('/products/demo-cd', '/cart/add', { quantity: '1' });
+    const change = await b.submit('/cart', '/cart', { 'q.demo-cd': '99999' });
+    assert.equal(fieldError(change.body, 'f-q.demo-cd'), '数量は99以下にしてください / must be at most 99');
+  });
+
+  it('the checkout steps read as separate steps of one list, also as plain text', async () => {
+    const b = client();
+    await b.submit('/products/demo-cd', '/cart/add', { quantity: '1' });
+    const html = (await b.get('/checkout/customer')).body;
+    const nav = /<nav aria-label="ご注文の手順 \/ Checkout steps">\s*<ol class="steps">([\s\S]*?)<\/ol>/.exec(html)?.[1] ?? '';
+    assert.equal((nav.match(/<li\b/g) ?? []).length, 5, 'one list item per step');
+    // What a text-only reader or a copy of the page gets once the markup is gone: one step per line.
+    const text = unescapeHtml(nav.replace(/<[^>]*>/g, ''));
+    assert.deepEqual(text.split('\n').map((l) => l.trim()).filter(Boolean), [
+      'カート / Cart',
+      'お客様情報 / Your details',
+      'お届け先 / Shipping address',
+      'お支払い方法 / Payment',
+      'ご注文の確認 / Confirm',
+    ]);
+    assert.match(nav, /<li aria-current="step" class="current">お客様情報 \/ Your details<\/li>/);
+  });
+
+  it('the fan-club box is not called a CD: physical goods are labelled as shipped goods', async () => {
+    const list = (await client().get('/')).body;
+    const kinds = [...list.matchAll(/<a href="\/products\/(demo-[a-z]+)">[^<]*<\/a><\/h3>\s*<p><span class="kind kind-\w+">([^<]*)<\/span>/g)].map((m) => [m[1], m[2]]);
+    assert.deepEqual(Object.fromEntries(kinds), {
+      'demo-cd': '配送商品 / Shipped goods',
+      'demo-serial': 'シリアルコード / Serial code',
+      'demo-ticket': 'チケット / Ticket',
+      'demo-fanclub': '配送商品 / Shipped goods',
+    });
+    const fanclub = (await client().get('/products/demo-fanclub')).body;
+    assert.match(fanclub, /<dt>種類 \/ Kind<\/dt><dd class="kind kind-physical">配送商品 \/ Shipped goods<\/dd>/);
+    assert.doesNotMatch(fanclub, />CD</);
   });
 
   it('buyThroughShop walks every step to the hand-off', async () => {

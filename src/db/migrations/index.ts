@@ -11,6 +11,7 @@ import * as m0009 from './0009_subscriptions.js';
 import * as m0010 from './0010_shipped_changes_index.js';
 import * as m0011 from './0011_payment_operations.js';
 import * as m0012 from './0012_job_lost_runs.js';
+import * as m0013 from './0013_checkout_keys.js';
 
 /** Every migration, in order. A landed migration is never edited: add the next one. */
 export const migrations: Record<string, Migration> = {
@@ -26,4 +27,5 @@ export const migrations: Record<string, Migration> = {
   '0010_shipped_changes_index': m0010,
   '0011_payment_operations': m0011,
   '0012_job_lost_runs': m0012,
+  '0013_checkout_keys': m0013,
 };

@@ -19,7 +19,7 @@ import { DEFAULT_SHOP_ID, getShopSettings } from '../../commerce/shops.js';
 import { KessaiError } from '../../errors.js';
 import type { Payments } from '../../payments/service.js';
 import { cookieSettings, currentCustomer, page, rotateFrontCookies } from '../front.js';
-import { STATE_LABELS } from './pages.js';
+import { ORDER_STATE_LABELS } from '../../commerce/labels.js';
 
 /*
  * The customer's account pages: register, verify, log in and out, reset the password, change the
@@ -304,7 +304,7 @@ export function accountRoutes(p: Payments): FastifyPluginAsync {
       const orders = await customerOrders(ctx, me.customerId);
       const linked = await ctx.db.selectFrom('customer_links').select(['party', 'linked_at']).where('customer_id', '=', me.customerId).execute();
       const chekicha = (await chekichaOn(me.shopId)) ? await chekichaLinkState(ctx, me.customerId) : null;
-      return page(reply, 'account/mypage', { title: 'マイページ / My page', orders, limit: MY_PAGE_ORDERS, stateLabels: STATE_LABELS, linked: Object.fromEntries(linked.map((l) => [l.party, l.linked_at])), chekicha });
+      return page(reply, 'account/mypage', { title: 'マイページ / My page', orders, limit: MY_PAGE_ORDERS, stateLabels: ORDER_STATE_LABELS, linked: Object.fromEntries(linked.map((l) => [l.party, l.linked_at])), chekicha });
     });
 
     const chekichaOn = async (shopId: string) => (await getShopSettings(ctx, shopId))['chekicha.enabled'] === true;

@@ -19,6 +19,11 @@ const paymentInput = z.strictObject({
   method: z.string().min(1).max(30).optional(),
 });
 
+// A checkout sent again with the same key (a retry after a lost answer) answers the order it made.
+const checkoutHeaders = z.object({
+  'idempotency-key': z.string().optional().describe('Send the same checkout again safely: the same key answers the order made the first time, with "replayed": true (1–255 visible ASCII characters)'),
+});
+
 export function apiRoutes(p: Payments): FastifyPluginAsync {
   const { ctx } = p;
   const requireShop = async (shopId: string) => {
@@ -72,17 +77,24 @@ export function apiRoutes(p: Payments): FastifyPluginAsync {
         ? { apiKey: settings['google.mapsApiKey'], url: String(settings['google.geocodingUrl']) }
         : undefined;
       const address = await lookupPostcode(postcode, { provider: google ? 'google' : 'japanpost', google }, (message) => request.log.warn({ postcode }, message));
-      if (!address) throw new KessaiError('not_found', `no address is known for postcode ${postcode.slice(0, 3)}-${postcode.slice(3)}; please enter the address by hand`, 404);
+      if (!address) {
+        const shown = `${postcode.slice(0, 3)}-${postcode.slice(3)}`;
+        // The checkout's address form shows this message as it is.
+        throw new KessaiError('not_found', `郵便番号 ${shown} の住所が見つかりません。住所を入力してください。/ No address is known for postcode ${shown}; please enter the address by hand.`, 404);
+      }
       return { address };
     });
 
     app.post(
       '/checkout',
-      { schema: { tags: ['checkout'], summary: 'Create an order, reserve its stock and start paying', body: doc(orderInput) } },
+      { schema: { tags: ['checkout'], summary: 'Create an order, reserve its stock and start paying', body: doc(orderInput), headers: doc(checkoutHeaders) } },
       async (request, reply) => {
-        const result = await checkout(p, request.body);
+        const key = request.headers['idempotency-key'];
+        const result = await checkout(p, request.body, Array.isArray(key) ? key[0] : key);
         const view = await orderView(ctx, result.order);
-        return reply.status(201).send({
+        // A repeat answers the first request's order, without a new hand-off: pay through the order's page or /payments.
+        return reply.status(result.replayed ? 200 : 201).send({
+          ...(result.replayed ? { replayed: true } : {}),
           order: view,
           orderToken: result.token,
           orderUrl: `${ctx.config.publicUrl}/orders/${result.token}`,

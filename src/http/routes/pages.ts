@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { FastifyPluginAsync, FastifyReply } from 'fastify';
 import { z } from 'zod';
+import * as labels from '../../commerce/labels.js';
 import { findOrderByToken, orderView } from '../../commerce/orders.js';
 import { getShopSettings } from '../../commerce/shops.js';
 import { checkTicket, ticketQrSvg, ticketUrl } from '../../commerce/tickets.js';
@@ -10,7 +11,6 @@ import { availableMethods, orderBasket, readBack, retryPayment, type Payments } 
 import { forBrowser } from '../../payments/claims.js';
 import type { PaymentAction } from '../../payments/provider.js';
 import { page } from '../front.js';
-import { PROVIDER_LABELS } from './shop.js';
 
 /*
  * The pages after the order is placed: gateway hand-off, the customer's return from the gateway,
@@ -27,23 +27,11 @@ const ASSETS: Record<string, { type: string; body: Buffer }> = Object.fromEntrie
   ].map(([name, type]) => [name, { type: type!, body: readFileSync(fileURLToPath(new URL(`../assets/${name}`, import.meta.url))) }]),
 );
 
-export const STATE_LABELS: Record<string, string> = {
-  pending_payment: 'お支払い待ち / Waiting for payment',
-  awaiting_payment: 'お支払い待ち（コンビニ等）/ Waiting for your payment at the store',
-  authorized: '与信済み / Authorized',
-  paid: 'お支払い完了 / Paid',
-  shipped: '発送済み / Shipped',
-  completed: '完了 / Completed',
-  cancelled: 'キャンセル / Cancelled',
-  expired: '期限切れ / Expired',
-  refunded: '返金済み / Refunded',
-  partially_refunded: '一部返金 / Partially refunded',
-  on_hold: '確認中 / Being checked by the shop',
-};
-
 // Built once: a zod schema costs far more to build than to run.
 const tokenParams = z.object({ token: z.string() });
-const attemptQuery = z.object({ attempt: z.string().optional() }).passthrough();
+// Gateways add their own parameters to the return URL (KOMOJU's session_id): kept, not refused.
+const attemptQuery = z.object({ attempt: z.string().optional(), cancelled: z.string().optional() }).passthrough();
+const orderQuery = z.object({ cancelled: z.string().optional() });
 const providerBody = z.object({ provider: z.string() });
 
 /** Sends the customer to the gateway: a redirect, an auto-submitting form, or the atone modal in the page. */
@@ -67,36 +55,55 @@ export function pageRoutes(p: Payments): FastifyPluginAsync {
       return reply.type(asset.type).header('cache-control', 'public, max-age=3600').send(asset.body);
     });
 
-    const orderPage = async (reply: FastifyReply, token: string, payError?: string) => {
+    /**
+     * `cancelled`: the customer came back through the gateway's cancel link. Anyone can type it, so
+     * it only changes what the page says and whether it refreshes; the attempt's state is still
+     * decided by the gateway's facts and the reservation's expiry.
+     */
+    const orderPage = async (reply: FastifyReply, token: string, shown: { payError?: string; cancelled?: boolean } = {}) => {
+      const { payError, cancelled } = shown;
       const found = await findOrderByToken(ctx, token);
       const order = await orderView(ctx, found);
-      const processing = order.state === 'pending_payment' && order.payment?.state === 'pending';
       // Also while an attempt is pending: a customer who left the gateway's page must be able to choose again.
       const canRetry = order.state === 'pending_payment';
+      const attemptState = canRetry ? order.payment?.state : undefined;
+      const outcome = attemptState === 'failed' ? 'declined' : attemptState === 'pending' ? (cancelled ? 'not_completed' : 'processing') : undefined;
       const methods = canRetry ? await availableMethods(p, found.shop_id, await orderBasket(p, found)) : [];
-      const refresh = processing && !payError ? 3 : undefined;
-      return page(reply, 'order', { title: order.number, order, token, processing, canRetry, methods, providerLabels: PROVIDER_LABELS, payError, stateLabel: STATE_LABELS[order.state] ?? order.state, refresh }, payError ? 400 : 200);
+      // A refresh would wipe the error shown next to the pay-again form, and a customer who left the
+      // gateway's page has nothing to wait for: only a result still to come is polled for.
+      const refresh = outcome === 'processing' && !payError ? 3 : undefined;
+      return page(reply, 'order', { title: order.number, order, token, outcome, canRetry, methods, labels, payError, refresh }, payError ? 400 : 200);
     };
 
-    app.get('/orders/:token', { schema: { hide: true } }, async (request, reply) => orderPage(reply, parseInput(tokenParams, request.params).token));
+    app.get('/orders/:token', { schema: { hide: true } }, async (request, reply) =>
+      orderPage(reply, parseInput(tokenParams, request.params).token, { cancelled: parseInput(orderQuery, request.query).cancelled === '1' }),
+    );
+
+    /** Where a return from the gateway lands: the order page, told when it was the gateway's cancel link. */
+    const backToOrder = (reply: FastifyReply, token: string, cancelled: boolean) => reply.redirect(`/orders/${token}${cancelled ? '?cancelled=1' : ''}`, 303);
 
     // The customer is back from the gateway: ask the gateway (never trust the query string), then show the order.
     app.get('/orders/:token/return', { schema: { hide: true } }, async (request, reply) => {
       const { token } = parseInput(tokenParams, request.params);
-      const { attempt } = parseInput(attemptQuery, request.query);
+      const { attempt, cancelled } = parseInput(attemptQuery, request.query);
       const order = await findOrderByToken(ctx, token);
       const own = attempt
         ? await ctx.db.selectFrom('payment_attempts').select(['id', 'state']).where('id', '=', attempt).where('order_id', '=', order.id).executeTakeFirst()
         : undefined;
+      let left = cancelled === '1';
       if (own && ['pending', 'awaiting_payment', 'authorized'].includes(own.state)) {
         try {
           await readBack(p, own.id, 'return');
+          // The gateway was just asked and knows no payment: the customer left its page without
+          // paying (KOMOJU sends its cancel link back here, the same way as a payment).
+          const now = await ctx.db.selectFrom('payment_attempts').select('state').where('id', '=', own.id).executeTakeFirst();
+          left ||= now?.state === 'pending';
         } catch (error) {
           // The webhook or the reconciliation will bring the fact; the page keeps polling.
           request.log.warn({ err: error, attempt: own.id }, 'read-back on return failed');
         }
       }
-      return reply.redirect(`/orders/${token}`, 303);
+      return backToOrder(reply, token, left);
     });
 
     // Gateways that post the customer back (SBPS's return screen) sign the post: it is checked and
@@ -107,7 +114,7 @@ export function pageRoutes(p: Payments): FastifyPluginAsync {
       // Cross-site by nature (the gateway's page posts it): no CSRF token can be asked.
       raw.post('/orders/:token/return', { schema: { hide: true }, config: { csrf: false } }, async (request, reply) => {
         const { token } = parseInput(tokenParams, request.params);
-        const { attempt } = parseInput(attemptQuery, request.query);
+        const { attempt, cancelled } = parseInput(attemptQuery, request.query);
         const order = await findOrderByToken(ctx, token);
         const own = attempt
           ? await ctx.db.selectFrom('payment_attempts').select(['id', 'provider', 'shop_id']).where('id', '=', attempt).where('order_id', '=', order.id).executeTakeFirst()
@@ -117,7 +124,7 @@ export function pageRoutes(p: Payments): FastifyPluginAsync {
           const check = provider.verifyReturn({ rawBody: Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0), settings: await getShopSettings(ctx, own.shop_id) });
           if (!check.valid) request.log.warn({ attempt: own.id, reason: check.reason }, 'browser return failed verification');
         }
-        return reply.redirect(`/orders/${token}`, 303);
+        return backToOrder(reply, token, cancelled === '1');
       });
     });
 
@@ -130,8 +137,8 @@ export function pageRoutes(p: Payments): FastifyPluginAsync {
         result = await retryPayment(p, order, token, { provider });
       } catch (error) {
         // A choice the order cannot take, or an order that can no longer be paid: the order page says why.
-        if (error instanceof KessaiError && error.code === 'invalid_input') return orderPage(reply, token, error.problems[0]?.reason ?? error.message);
-        if (error instanceof KessaiError && error.status === 409) return orderPage(reply, token, error.message);
+        if (error instanceof KessaiError && error.code === 'invalid_input') return orderPage(reply, token, { payError: error.problems[0]?.reason ?? error.message });
+        if (error instanceof KessaiError && error.status === 409) return orderPage(reply, token, { payError: error.message });
         throw error;
       }
       return handoff(reply, await forBrowser(p, token, result.action));
@@ -144,7 +151,7 @@ export function pageRoutes(p: Payments): FastifyPluginAsync {
       const { code } = parseInput(ticketParams, request.params);
       const check = await checkTicket(ctx, code);
       reply.header('cache-control', 'no-store').header('x-robots-tag', 'noindex');
-      return page(reply, 'ticket', { title: 'チケット確認 / Ticket check', check }, check.status === 'unknown' ? 404 : 200);
+      return page(reply, 'ticket', { title: 'チケット確認 / Ticket check', check, labels }, check.status === 'unknown' ? 404 : 200);
     });
 
     app.get('/tickets/:code/qr.svg', { schema: { hide: true } }, async (request, reply) => {

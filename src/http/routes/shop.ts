@@ -1,6 +1,8 @@
+import { createHash } from 'node:crypto';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { attachOrder } from '../../accounts/orders.js';
+import { PROVIDER_LABELS, yen } from '../../commerce/labels.js';
 import { catalogItems, listProducts, type Basket, type CatalogItem } from '../../commerce/catalog.js';
 import { addressInput, includedTax, orderInput } from '../../commerce/orders.js';
 import { DEFAULT_SHOP_ID } from '../../commerce/shops.js';
@@ -20,14 +22,8 @@ import { handoff } from './pages.js';
  * every page, so nothing the browser sends can set them.
  */
 
-export const KIND_LABELS: Record<string, string> = { physical: 'CD', serial_code: 'シリアルコード / Serial code', ticket: 'チケット / Ticket' };
-
-export const PROVIDER_LABELS: Record<string, string> = {
-  testpay: 'テスト決済 / Test payment (sandbox)',
-  sbps: 'クレジットカード・コンビニ等（SBペイメント）/ Card, konbini and more (SBPS)',
-  komoju: 'クレジットカード・コンビニ等（KOMOJU）/ Card, konbini and more (KOMOJU)',
-  atone: 'atone 翌月後払い / atone (pay next month)',
-};
+// Physical goods are whatever the shop ships (a CD, a fan-club box, a T-shirt): the label says how they arrive.
+export const KIND_LABELS: Record<string, string> = { physical: '配送商品 / Shipped goods', serial_code: 'シリアルコード / Serial code', ticket: 'チケット / Ticket' };
 
 type Errors = Record<string, string>;
 
@@ -40,8 +36,6 @@ const STEPS = [
 ] as const;
 type StepPath = (typeof STEPS)[number]['path'];
 
-const yen = (n: number) => `${n.toLocaleString('ja-JP')}円`;
-
 function stockReason(available: number): string {
   return available <= 0 ? '在庫なし / Sold out' : `在庫が足りません（残り${available}点）/ Only ${available} left in stock`;
 }
@@ -49,7 +43,7 @@ function stockReason(available: number): string {
 /** A quantity as typed (full-width digits too), or the reason it is not one. */
 function quantityOf(text: string, min: 0 | 1): { quantity: number } | { reason: string } {
   const t = text.normalize('NFKC').trim();
-  if (!/^\d{1,4}$/.test(t)) return { reason: '数量は半角または全角の数字で入力してください / must be a whole number' };
+  if (!/^\d+$/.test(t)) return { reason: '数量は半角または全角の数字で入力してください / must be a whole number' };
   const quantity = Number(t);
   if (quantity < min) return { reason: `数量は${min}以上にしてください / must be at least ${min}` };
   if (quantity > 99) return { reason: '数量は99以下にしてください / must be at most 99' };
@@ -385,15 +379,22 @@ export function shopRoutes(p: Payments): FastifyPluginAsync {
         return confirmPage(reply, flow, 'ご注文内容が表示後に変わりました。内容をご確認のうえ、もう一度確定してください。/ The order changed after it was shown: please check it and confirm again.', 409);
       }
       const s = flow.state.value as Required<Pick<CheckoutState, 'customer' | 'provider'>> & CheckoutState;
+      // A double click sends this form twice with the same cookies (sealed anew whenever the cart or
+      // the checkout changes) and the same review: one key, one order.
+      const checkoutKey = `shop-front:${createHash('sha256').update(JSON.stringify(request.cookies)).update(fields.review ?? '').digest('base64url')}`;
       let result;
       try {
-        result = await checkout(p, {
-          shop: shopId,
-          customer: s.customer,
-          shippingAddress: flow.priced.needsAddress ? s.address : undefined,
-          lines: flow.priced.lines.map((l) => ({ sku: l.sku, quantity: l.quantity })),
-          payment: { provider: s.provider },
-        });
+        result = await checkout(
+          p,
+          {
+            shop: shopId,
+            customer: s.customer,
+            shippingAddress: flow.priced.needsAddress ? s.address : undefined,
+            lines: flow.priced.lines.map((l) => ({ sku: l.sku, quantity: l.quantity })),
+            payment: { provider: s.provider },
+          },
+          checkoutKey,
+        );
       } catch (error) {
         if (!(error instanceof KessaiError) || error.status >= 500) throw error;
         // Stock sold in between, a method the shop turned off: the order is not made, the page says why.
