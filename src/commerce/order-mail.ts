@@ -12,6 +12,13 @@ export const ORDER_MAIL_TEMPLATES = ['order_paid', 'payment_instructions', 'refu
 export type OrderMailTemplate = (typeof ORDER_MAIL_TEMPLATES)[number];
 
 
+/**
+ * For a gateway that tells the customer itself where and what to pay (SBPS shows the payment number
+ * on its screen and mails it; its notification does not carry it), the store can only say so.
+ */
+export const PAY_LATER_NOTE =
+  'お支払い番号・お支払い先は、決済画面と決済サービスからのメールでご案内しています。/ The payment number and where to pay were shown on the payment screen and sent to you by the payment service by mail.';
+
 /** The lines a customer needs to pay at a store or bank, from the attempt's details (any gateway). */
 function paymentInstructions(details: Record<string, unknown>, total: number): string {
   const i = (details.instructions ?? details.konbini ?? {}) as Record<string, unknown>;
@@ -26,7 +33,7 @@ function paymentInstructions(details: Record<string, unknown>, total: number): s
     ['お支払い手順 / How to pay', i.url],
   ];
   const shown = rows.filter(([, v]) => v !== undefined && v !== null && v !== '').map(([k, v]) => `  ${k}: ${String(v)}`);
-  return shown.length > 0 ? shown.join('\n') : '  ご注文ページをご覧ください / See your order page.';
+  return shown.length > 0 ? shown.join('\n') : `  ${PAY_LATER_NOTE}`;
 }
 
 /** Where the parcel goes, as the customer wrote it (nothing for orders without a shipping address). */

@@ -548,7 +548,7 @@ function orderToken(ctx: Context, order: Pick<Order, 'id' | 'token_hash'>): stri
 export async function findOrderByToken(ctx: Context, token: string): Promise<Order> {
   const order = await ctx.db.selectFrom('orders').selectAll().where('token_hash', '=', hashToken(token)).executeTakeFirst();
   // The same answer for a wrong token and a missing order: a token is the only key a customer has.
-  if (!order) throw new KessaiError('not_found', 'no order for this link; check the link in your order mail', 404);
+  if (!order) throw new KessaiError('not_found', 'このリンクのご注文は見つかりません。ご注文メールのリンクをご確認ください。/ No order for this link; check the link in your order mail.', 404);
   return order;
 }
 

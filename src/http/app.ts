@@ -5,7 +5,7 @@ import swagger from '@fastify/swagger';
 import { KessaiError } from '../errors.js';
 import { newId } from '../ids.js';
 import type { Payments } from '../payments/service.js';
-import { shopFront } from './front.js';
+import { errorPage, shopFront, wantsPage } from './front.js';
 import { accountRoutes } from './routes/account.js';
 import { atoneRoutes } from './routes/atone.js';
 import { apiRoutes } from './routes/api.js';
@@ -51,6 +51,8 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   app.setErrorHandler((error: FastifyError | KessaiError, request, reply) => {
     if (error instanceof KessaiError) {
       if (error.status >= 500) request.log.error({ err: error }, error.message);
+      // A wrong order link opened in a browser: a page that says so, not JSON.
+      if (error.status === 404 && wantsPage(request)) return errorPage(reply, 404, error.message);
       return reply.status(error.status).send({ error: { code: error.code, message: error.message, problems: error.problems } });
     }
     const status = error.statusCode ?? 500;
@@ -62,7 +64,9 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     return reply.status(500).send({ error: { code: 'internal_error', message: `internal error; quote request id ${request.id}`, problems: [] } });
   });
   app.setNotFoundHandler((request, reply) =>
-    reply.status(404).send({ error: { code: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}`, problems: [] } }),
+    wantsPage(request)
+      ? errorPage(reply, 404, 'お探しのページはありません。アドレスをご確認ください。/ There is no page at this address; please check it.')
+      : reply.status(404).send({ error: { code: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}`, problems: [] } }),
   );
 
   await app.register(helmet, {

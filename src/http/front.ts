@@ -119,6 +119,22 @@ export async function page(reply: FastifyReply, view: string, data: Record<strin
 }
 
 /**
+ * A person's browser asking for a page (not the API, a gateway or a script): errors are answered
+ * as a page of the shop rather than JSON.
+ */
+export function wantsPage(request: FastifyRequest): boolean {
+  const path = request.url.split('?')[0] ?? '';
+  return (request.method === 'GET' || request.method === 'HEAD') && /\btext\/html\b/.test(request.headers.accept ?? '') && !/^\/(api|webhooks|sandbox|docs)(\/|$)/.test(path);
+}
+
+/** An error as a page: what went wrong, in the shop's two languages, and the way back to the shop. */
+export function errorPage(reply: FastifyReply, status: number, message: string) {
+  const heading = status === 404 ? 'ページが見つかりません / Page not found' : 'エラーが発生しました / Something went wrong';
+  const body = eta.render('error', { heading, message });
+  return reply.status(status).type('text/html; charset=utf-8').send(eta.render('layout', { title: heading, body }));
+}
+
+/**
  * Mounts the cookie parser and the CSRF check on the shop front's context: every post of a form
  * there needs its token, except the routes that opt out.
  */

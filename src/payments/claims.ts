@@ -76,8 +76,8 @@ export async function memberToken(p: Payments, customerId: string, party: 'atone
  * What the shop page needs besides the provider's action: for atone, the member's saved token as
  * pre_token (so a returning member skips atone's login) and where the modal's callbacks go.
  */
-export async function forBrowser(p: Payments, orderToken: string, action: PaymentAction | null): Promise<PaymentAction | null> {
-  if (action?.type !== 'atone') return action;
+export async function forBrowser(p: Payments, orderToken: string, action: PaymentAction): Promise<PaymentAction> {
+  if (action.type !== 'atone') return action;
   const order = await findOrderByToken(p.ctx, orderToken);
   const preToken = await memberToken(p, order.customer_id, 'atone');
   return { ...action, config: { ...action.config, pre_token: preToken ?? '', callbackUrl: `/orders/${orderToken}/atone`, orderUrl: `/orders/${orderToken}` } };

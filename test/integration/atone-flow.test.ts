@@ -40,7 +40,10 @@ async function orderOnPage(store: TestStore, code: string, quantity = 1): Promis
   const json = /<script type="application\/json" id="atone-config">([^<]*)<\/script>/.exec(html);
   assert.ok(json, 'the page carries the atone config');
   const config = JSON.parse(json[1]!) as AtoneConfig;
-  return { config, token: /\/orders\/([^/]+)\/atone/.exec(config.callbackUrl)![1]!, html };
+  const token = /\/orders\/([^/]+)\/atone/.exec(config.callbackUrl)![1]!;
+  // A customer who closes atone's window can go to the order and choose another method.
+  assert.ok(html.includes(`<a href="/orders/${token}">`), 'the atone page links to the order page');
+  return { config, token, html };
 }
 
 /** The shop page's script: posts a modal callback to the store. */

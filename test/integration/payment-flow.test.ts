@@ -486,6 +486,20 @@ forEachEngine('payment flow through the gateway', (engine) => {
     assert.equal(await stateOf(store, order.token), 'pending_payment');
   });
 
+  it('paying again while the gateway is down: the order page says so, in the browser, and the order stays payable', async () => {
+    const order = await placeOrder(store, [{ sku: 'demo-serial', quantity: 1 }]);
+    await press(order.payUrl, 'decline');
+    await notificationsApplied(store);
+    await faults(store, { api: 'error500' });
+    const b = new FormClient(store.url);
+    const res = await b.submit(`/orders/${order.token}`, `/orders/${order.token}/pay`, { provider: 'testpay' });
+    await faults(store, { api: 'ok' });
+    assert.equal(res.status, 400);
+    assert.match(res.headers.get('content-type') ?? '', /^text\/html/);
+    assert.match(unescapeHtml(res.body), /role="alert">testpay could not start the payment/);
+    assert.equal(await stateOf(store, order.token), 'pending_payment');
+  });
+
   it('a cancel at the gateway cancels the order and gives the stock back', async () => {
     const code = await product(store, 10, 900);
     const order = await placeOrder(store, [{ sku: code, quantity: 3 }]);

@@ -499,6 +499,9 @@ forEachEngine('SBPS link type through the store', (engine) => {
     await eventually(async () => assert.equal((await view(store, order.token)).state, 'awaiting_payment'));
     const attempt = await onlyAttempt(store, order.orderId);
     assert.equal(attempt.state, 'awaiting_payment');
+    // SBPS shows the payment number on its own screen and mails it; the store says where to find it.
+    const orderPage = await (await fetch(`${store.url}/orders/${order.token}`)).text();
+    assert.ok(orderPage.includes('決済画面と決済サービスからのメールでご案内しています'), 'the order page says where the payment number is');
     assert.deepEqual(await sku(store, code), { on_hand: 10, reserved: 1 }, 'still only reserved');
     assert.equal((await mailJobs(store, order.orderId, 'order_paid')).length, 0);
 

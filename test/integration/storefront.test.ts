@@ -45,6 +45,26 @@ forEachEngine('storefront', (engine) => {
   const cartText = async (b: FormClient) => (await b.get('/cart')).body;
   const clearSettings = (keys: string[]) => setShopSettings(store.rt.ctx, 'default', Object.fromEntries(keys.map((k) => [k, ''])));
 
+  it('a wrong order link or address opened in a browser is a page of the shop that says so; the API still answers JSON', async () => {
+    const html = { accept: 'text/html,application/xhtml+xml' };
+    for (const [path, says] of [
+      ['/orders/not-a-real-link', 'ご注文メールのリンクをご確認ください'],
+      ['/no-such-page', 'お探しのページはありません'],
+    ] as const) {
+      const res = await fetch(`${store.url}${path}`, { headers: html });
+      assert.equal(res.status, 404);
+      assert.match(res.headers.get('content-type') ?? '', /^text\/html/);
+      const body = await res.text();
+      assert.ok(body.includes(says), `${path}: ${body.slice(0, 300)}`);
+      assert.ok(body.includes('href="/"'), 'with the way back to the shop');
+    }
+    const api = await fetch(`${store.url}/api/orders/not-a-real-link`, { headers: html });
+    assert.equal(api.status, 404);
+    assert.equal(((await api.json()) as { error: { code: string } }).error.code, 'not_found');
+    const script = await fetch(`${store.url}/orders/not-a-real-link`);
+    assert.match(script.headers.get('content-type') ?? '', /json/, 'a client that does not ask for HTML gets JSON');
+  });
+
   it('the list and the product page show the price with tax, the kind and whether it is in stock', async () => {
     const gone = await product('physical', 2200, 0, { taxRate: 8 });
     const list = (await client().get('/')).body;

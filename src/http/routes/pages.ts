@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import type { FastifyPluginAsync, FastifyReply } from 'fastify';
 import { z } from 'zod';
 import * as labels from '../../commerce/labels.js';
+import { PAY_LATER_NOTE } from '../../commerce/order-mail.js';
 import { findOrderByToken, orderView } from '../../commerce/orders.js';
 import { getShopSettings } from '../../commerce/shops.js';
 import { checkTicket, ticketQrSvg, ticketUrl } from '../../commerce/tickets.js';
@@ -35,15 +36,15 @@ const orderQuery = z.object({ cancelled: z.string().optional() });
 const providerBody = z.object({ provider: z.string() });
 
 /** Sends the customer to the gateway: a redirect, an auto-submitting form, or the atone modal in the page. */
-export function handoff(reply: FastifyReply, action: PaymentAction | null) {
-  if (!action) throw new KessaiError('payment_start_failed', 'the payment could not be started; please try again', 502);
+export function handoff(reply: FastifyReply, action: PaymentAction, token: string) {
   if (action.type === 'redirect') return reply.redirect(action.url, 303);
   if (action.type === 'form') return page(reply, 'handoff', { title: 'payment', action });
   // atone's modal runs in this page: its script's origin is allowed for this response only.
   const config = action.config as { scriptUrl: string };
   const origin = new URL(config.scriptUrl).origin;
   reply.header('content-security-policy', `default-src 'self'; script-src 'self' ${origin}; frame-src ${origin}; connect-src 'self' ${origin}; img-src 'self' data: ${origin}; style-src 'self' 'unsafe-inline'; base-uri 'self'; form-action 'self'; frame-ancestors 'self'; object-src 'none'`);
-  return page(reply, 'atone', { title: 'atone', scriptUrl: config.scriptUrl, config: JSON.stringify(action.config).replace(/</g, '\\u003c') });
+  // The way back to the order, to choose another method if the customer closes atone's window.
+  return page(reply, 'atone', { title: 'atone', scriptUrl: config.scriptUrl, config: JSON.stringify(action.config).replace(/</g, '\\u003c'), orderPath: `/orders/${token}` });
 }
 
 export function pageRoutes(p: Payments): FastifyPluginAsync {
@@ -72,7 +73,7 @@ export function pageRoutes(p: Payments): FastifyPluginAsync {
       // A refresh would wipe the error shown next to the pay-again form, and a customer who left the
       // gateway's page has nothing to wait for: only a result still to come is polled for.
       const refresh = outcome === 'processing' && !payError ? 3 : undefined;
-      return page(reply, 'order', { title: order.number, order, token, outcome, canRetry, methods, labels, payError, refresh }, payError ? 400 : 200);
+      return page(reply, 'order', { title: order.number, order, token, outcome, canRetry, methods, labels, payLaterNote: PAY_LATER_NOTE, payError, refresh }, payError ? 400 : 200);
     };
 
     app.get('/orders/:token', { schema: { hide: true } }, async (request, reply) =>
@@ -141,7 +142,9 @@ export function pageRoutes(p: Payments): FastifyPluginAsync {
         if (error instanceof KessaiError && error.status === 409) return orderPage(reply, token, { payError: error.message });
         throw error;
       }
-      return handoff(reply, await forBrowser(p, token, result.action));
+      // The gateway could not be reached: the order stands, and its page says so next to the choice.
+      if (!result.action) return orderPage(reply, token, { payError: result.error?.message ?? 'お支払いを開始できませんでした。もう一度お試しください。/ The payment could not be started; please try again.' });
+      return handoff(reply, await forBrowser(p, token, result.action), token);
     });
 
     // Tickets: the page a ticket's QR opens, for the holder and for the door. The code is the

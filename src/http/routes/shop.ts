@@ -405,7 +405,7 @@ export function shopRoutes(p: Payments): FastifyPluginAsync {
       const me = await currentCustomer(request);
       if (me) await attachOrder(ctx, result.order.id, me.customerId);
       if (!result.action) return reply.redirect(`/orders/${result.token}`, 303);
-      return handoff(reply, await forBrowser(p, result.token, result.action));
+      return handoff(reply, await forBrowser(p, result.token, result.action), result.token);
     });
   };
 }
