@@ -123,6 +123,7 @@ export function atoneProvider(opts: { fetchImpl?: typeof fetch; timeoutMs?: numb
 
   return {
     name: 'atone',
+    pageInStore: true,
     // EATN0331: amount ≥ 1 (the seed's 下限金額 1円).
     minAmount: 1,
     // amount 1–7 digits (EATN0331), item_price at most 6 digits (EATN0339).

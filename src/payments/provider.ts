@@ -69,6 +69,11 @@ export interface AttemptContext {
 
 export interface PaymentProvider {
   readonly name: string;
+  /**
+   * `start` only builds a page the store shows itself (atone's modal), without calling the gateway:
+   * it is made again when the customer reloads that page.
+   */
+  readonly pageInStore?: boolean;
   /** The smallest order total, in yen, the gateway takes (atone: 1); a smaller basket is not offered it. */
   readonly minAmount?: number;
   /** The largest order total and unit price, in yen, the gateway takes; a basket beyond them is not offered it. */

@@ -182,6 +182,19 @@ export async function retryPayment(p: Payments, order: Order, token: string, pay
   return startAttempt(p, attemptId, order, token);
 }
 
+/**
+ * The page of the order's current payment, made again, for a gateway whose page the store shows
+ * itself (`pageInStore`): the checkout redirects to it, so reloading it shows the page again
+ * rather than posting the checkout a second time. Undefined once the order no longer waits for it.
+ */
+export async function pageAgain(p: Payments, order: Order, token: string): Promise<PaymentAction | undefined> {
+  if (order.state !== 'pending_payment' || !order.current_attempt_id) return undefined;
+  const attempt = await p.ctx.db.selectFrom('payment_attempts').selectAll().where('id', '=', order.current_attempt_id).executeTakeFirstOrThrow();
+  const provider = providerFor(p, attempt.provider);
+  if (attempt.state !== 'pending' || !provider.pageInStore) return undefined;
+  return (await provider.start(await attemptContext(p, attempt, order, token))).action;
+}
+
 async function startAttempt(p: Payments, attemptId: string, order: Order, token: string): Promise<Omit<CheckoutResult, 'token' | 'order'>> {
   const attempt = await p.ctx.db.selectFrom('payment_attempts').selectAll().where('id', '=', attemptId).executeTakeFirstOrThrow();
   const provider = providerFor(p, attempt.provider);

@@ -14,7 +14,7 @@ import type { AtonePayment } from '../../src/gateways/atone/index.js';
 import { atoneApiOf, runAtoneModal, setAtoneFaults } from '../helpers/atone.js';
 import { forEachEngine } from '../helpers/db.js';
 import { eventually } from '../helpers/eventually.js';
-import { buyThroughShop, FormClient } from '../helpers/browser.js';
+import { buyThroughShop, FormClient, type Answer } from '../helpers/browser.js';
 import { ADMIN_TOKEN, onlyAttempt, registerMember, sku, startStore, type TestStore } from '../helpers/store.js';
 
 interface AtoneConfig {
@@ -32,11 +32,26 @@ async function product(store: TestStore, stock: number, price: number): Promise<
   return code;
 }
 
+/**
+ * The confirm button answers with a redirect to the order's atone page (so that reloading it shows
+ * it again); opening it, twice as a reload does, shows the same page.
+ */
+async function atonePage(b: FormClient, confirmed: Answer): Promise<Answer> {
+  assert.equal(confirmed.status, 303, confirmed.body.slice(0, 500));
+  assert.match(confirmed.location ?? '', /^\/orders\/[^/]+\/atone$/);
+  const shown = await b.get(confirmed.location!);
+  assert.equal(shown.status, 200, shown.body.slice(0, 500));
+  const reloaded = await b.get(confirmed.location!);
+  assert.equal(reloaded.status, 200, 'a reload shows the atone page again');
+  assert.ok(reloaded.body.includes('id="atone-config"'), 'with its config');
+  return shown;
+}
+
 /** Orders through the shop's pages, as a browser does; answers the atone page's config and the order token. */
 async function orderOnPage(store: TestStore, code: string, quantity = 1): Promise<{ config: AtoneConfig; token: string; html: string }> {
-  const res = await buyThroughShop(new FormClient(store.url), { sku: code, quantity, email: 'taro@example.jp', name: '山田 太郎', provider: 'atone' });
+  const b = new FormClient(store.url);
+  const res = await atonePage(b, await buyThroughShop(b, { sku: code, quantity, email: 'taro@example.jp', name: '山田 太郎', provider: 'atone' }));
   const html = res.body;
-  assert.equal(res.status, 200, html.slice(0, 500));
   const json = /<script type="application\/json" id="atone-config">([^<]*)<\/script>/.exec(html);
   assert.ok(json, 'the page carries the atone config');
   const config = JSON.parse(json[1]!) as AtoneConfig;
@@ -196,8 +211,7 @@ forEachEngine('atone through the store', (engine) => {
     await registerMember(store, b, { email, name: '山田 花子', password: 'correct horse battery' });
 
     const buy = async (code: string) => {
-      const res = await buyThroughShop(b, { sku: code, email, name: '山田 花子', provider: 'atone' });
-      assert.equal(res.status, 200, res.body.slice(0, 300));
+      const res = await atonePage(b, await buyThroughShop(b, { sku: code, email, name: '山田 花子', provider: 'atone' }));
       return JSON.parse(/<script type="application\/json" id="atone-config">([^<]*)<\/script>/.exec(res.body)![1]!) as AtoneConfig;
     };
     const first = await buy(await product(store, 5, 1500));

@@ -8,7 +8,7 @@ import { findOrderByToken, orderView } from '../../commerce/orders.js';
 import { getShopSettings } from '../../commerce/shops.js';
 import { checkTicket, ticketQrSvg, ticketUrl } from '../../commerce/tickets.js';
 import { KessaiError, parseInput } from '../../errors.js';
-import { availableMethods, orderBasket, readBack, retryPayment, type Payments } from '../../payments/service.js';
+import { availableMethods, orderBasket, pageAgain, readBack, retryPayment, type Payments } from '../../payments/service.js';
 import { forBrowser } from '../../payments/claims.js';
 import type { PaymentAction } from '../../payments/provider.js';
 import { page } from '../front.js';
@@ -39,6 +39,8 @@ const providerBody = z.object({ provider: z.string() });
 export function handoff(reply: FastifyReply, action: PaymentAction, token: string) {
   if (action.type === 'redirect') return reply.redirect(action.url, 303);
   if (action.type === 'form') return page(reply, 'handoff', { title: 'payment', action });
+  // Shown after a redirect, so that reloading it shows it again instead of posting the checkout twice.
+  if (reply.request.method !== 'GET') return reply.redirect(`/orders/${token}/atone`, 303);
   // atone's modal runs in this page: its script's origin is allowed for this response only.
   const config = action.config as { scriptUrl: string };
   const origin = new URL(config.scriptUrl).origin;
@@ -127,6 +129,15 @@ export function pageRoutes(p: Payments): FastifyPluginAsync {
         }
         return backToOrder(reply, token, cancelled === '1');
       });
+    });
+
+    // The page of a payment the store shows itself (atone's modal), where the checkout lands: a
+    // reload shows it again; once the order no longer waits for that payment, the order page.
+    app.get('/orders/:token/atone', { schema: { hide: true } }, async (request, reply) => {
+      const { token } = parseInput(tokenParams, request.params);
+      const action = await pageAgain(p, await findOrderByToken(ctx, token), token);
+      if (!action) return reply.redirect(`/orders/${token}`, 303);
+      return handoff(reply, await forBrowser(p, token, action), token);
     });
 
     app.post('/orders/:token/pay', { schema: { hide: true } }, async (request, reply) => {
