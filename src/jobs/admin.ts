@@ -44,6 +44,8 @@ export async function retryJob(ctx: Context, id: string): Promise<boolean> {
       .where('id', '=', id)
       .where('state', 'in', ['dead', 'pending'])
       .executeTakeFirst();
+    // Running it again is the answer to its dead-letter alert; dying again raises a new one.
+    await tx.updateTable('alerts').set({ resolved_at: at }).where('kind', '=', 'job_dead').where('ref', '=', id).where('resolved_at', 'is', null).execute();
     return result.numUpdatedRows > 0n;
   });
 }
