@@ -79,6 +79,8 @@ export async function orderMail(ctx: Context, template: OrderMailTemplate, order
     ? await ctx.db.selectFrom('payment_attempts').selectAll().where('id', '=', order.current_attempt_id).executeTakeFirst()
     : undefined;
   const items = lines.map((l) => `  ${l.name} × ${l.quantity}  ${yen(l.amount)}`).join('\n');
+  // Over every payment of the order: a duplicate payment refunded is money back too.
+  const refunded = (await ctx.db.selectFrom('payment_attempts').select('refunded_amount').where('order_id', '=', orderId).execute()).reduce((sum, a) => sum + a.refunded_amount, 0);
   // Every mail leads back to the order's page: its state, what to pay where, tickets, paying again.
   const page = orderPageUrl(ctx, order);
   const summary = `ご注文番号 / Order: ${order.number}\n${items}\n  合計 / Total: ${yen(order.total)}（税込）${page ? `\nご注文の確認 / Your order: ${page}` : ''}`;
@@ -107,7 +109,7 @@ export async function orderMail(ctx: Context, template: OrderMailTemplate, order
     },
     refund: {
       subject: `【${shop.name}】返金のお知らせ (${order.number})`,
-      text: `返金を行いました。/ A refund has been made.\n\n${summary}\n  返金額累計 / Refunded so far: ${yen(attempt?.refunded_amount ?? 0)}\n${voidText}`,
+      text: `返金を行いました。/ A refund has been made.\n\n${summary}\n  返金額累計 / Refunded so far: ${yen(refunded)}\n${voidText}`,
     },
     order_cancelled: {
       subject: `【${shop.name}】ご注文キャンセルのお知らせ (${order.number})`,

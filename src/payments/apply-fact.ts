@@ -7,6 +7,7 @@ import { forUpdate, type Db, type Tx } from '../db/index.js';
 import { insertRow } from '../db/insert.js';
 import type { NewPaymentEvent, PaymentAttempt, PaymentEvent } from '../db/schema.js';
 import { newId, nowIso } from '../ids.js';
+import { enqueue } from '../jobs/outbox.js';
 import type { GatewayFact } from './provider.js';
 
 /** Where a fact came from, for the audit trail: only verified or read-back facts ever get here. */
@@ -302,6 +303,9 @@ async function settle(ctx: Context, tx: Tx, event: EventRow, recorded: boolean, 
   } else if (paymentChange) {
     await recordChange(tx, 'payment', paymentChange.id, paymentChange.from, paymentChange.to, cause);
   }
+  // Money went back through a superseded payment (a duplicate the operator refunded): it steers
+  // nothing, but the customer is told of the refund like any other.
+  if (d.outcome === 'stale_attempt' && f.fact.type === 'refunded') await enqueue(tx, { kind: 'mail.send', payload: { template: 'refund', orderId: order.id } });
   return { outcome: d.outcome, orderId: order.id, orderState, paymentState: d.payment.state, note: d.note };
 }
 

@@ -570,6 +570,12 @@ forEachEngine('payment flow through the gateway', (engine) => {
     await eventually(async () => assert.equal((await gatewayPayment(store, first!.merchant_ref)).refunded_amount, 1300, 'the duplicate is refunded at the gateway'));
     assert.equal((await gatewayPayment(store, current!.merchant_ref)).refunded_amount, 0, 'the payment that pays for the order is not');
     await eventually(async () => assert.equal((await attempts(store, order.orderId))[0]?.state, 'refunded'));
+    // The customer hears of the money coming back, like any refund.
+    await eventually(async () => {
+      const refundMails = mailFiles(store).filter((m) => m.name.startsWith(`refund.${order.number}.`));
+      assert.equal(refundMails.length, 1, mailFiles(store).map((m) => m.name).join(', '));
+      assert.match(refundMails[0]!.text, /返金額累計 \/ Refunded so far: 1,300円/);
+    });
 
     const released = await admin(store, 'POST', `/orders/${order.number}/events`, { event: 'release_to_paid' });
     assert.equal(released.status, 200, await released.clone().text());
