@@ -178,7 +178,6 @@ export async function createValidOrder(ctx: Context, o: ValidOrderInput, opts: C
   let order: Order;
   try {
     order = await ctx.db.transaction().execute(async (tx) => {
-      if (opts.checkoutKey) await takeCheckoutKey(tx, o.shop, opts.checkoutKey, orderId, nowIso(now));
       const skus = (await checkoutSkus(tx, { shop: o.shop, codes: [...wanted.keys()] })).rows;
       const byCode = new Map(skus.map((s) => [s.code, s]));
       const unknown: FieldProblem[] = o.lines.flatMap((l, i) =>
@@ -193,6 +192,8 @@ export async function createValidOrder(ctx: Context, o: ValidOrderInput, opts: C
       if (needsShipping && !o.shippingAddress) {
         throw invalid([{ field: 'shippingAddress', reason: 'is required when the order contains a physical product' }]);
       }
+      // Before any stock moves, and only for a shop that exists (the key's row refers to it).
+      if (opts.checkoutKey) await takeCheckoutKey(tx, o.shop, opts.checkoutKey, orderId, nowIso(now));
 
       const lines = [...wanted].map(([code, quantity]) => {
         const s = byCode.get(code)!;

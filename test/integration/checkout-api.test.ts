@@ -412,6 +412,9 @@ forEachEngine('one order per checkout, however often it is sent', (engine) => {
     const other = await keyed(order({ lines: [{ sku: code, quantity: 1 }] }), key);
     assert.equal(other.status, 409);
     assert.equal(((await other.json()) as ErrorBody).error.code, 'idempotency_key_reused');
+    const noShop = await keyed(order({ shop: 'no-such-shop' }), `${key}-shop`);
+    assert.equal(noShop.status, 400, 'an unknown shop is named, with a key as without one');
+    assert.deepEqual(((await noShop.json()) as ErrorBody).error.problems.map((p) => p.field), ['shop']);
     const bad = await keyed(body, 'has a space');
     assert.equal(bad.status, 400);
     assert.deepEqual(((await bad.json()) as ErrorBody).error.problems.map((p) => p.field), ['Idempotency-Key']);
