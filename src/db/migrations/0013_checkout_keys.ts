@@ -2,8 +2,8 @@ import type { Kysely } from 'kysely';
 
 /*
  * One order per checkout request, however often it is sent: a double click on the confirm button,
- * or an API client retrying after a lost answer (its Idempotency-Key). The key is taken first in
- * the order's transaction; a second request with it finds the first one's order.
+ * or an API client retrying after a lost answer (its Idempotency-Key). The key is taken in the
+ * order's transaction before any stock moves; a second request with it finds the first one's order.
  */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export async function up(db: Kysely<any>): Promise<void> {
