@@ -342,6 +342,10 @@ export async function openAttempt(ctx: Context, orderId: string, payment: { prov
     await insertAttempt(tx, { id, order, provider: payment.provider, method: payment.method ?? null, seq: Number(count.n) + 1 });
     await recordChange(tx, 'payment', id, null, 'pending', 'attempt opened');
     await tx.updateTable('orders').set({ current_attempt_id: id, updated_at: nowIso() }).where('id', '=', orderId).execute();
+    // The page of the attempt this one replaces may still be open in another tab: where the gateway
+    // can, it is closed, so the customer does not pay twice (abandonSuperseded in payments/service.ts).
+    const previous = order.current_attempt_id;
+    if (previous) await enqueue(tx, { kind: 'payment.abandon', payload: { attemptId: previous }, dedupeKey: `payment.abandon:${previous}` });
     return id;
   });
 }

@@ -3,7 +3,7 @@ import { nowIso } from '../ids.js';
 import { enqueue } from '../jobs/outbox.js';
 import type { JobKind } from '../jobs/registry.js';
 import { sweepInbox } from './inbox.js';
-import { checkPaid, expireOrder, readBack, runOperation, type Payments } from './service.js';
+import { abandonSuperseded, checkPaid, expireOrder, readBack, runOperation, type Payments } from './service.js';
 
 /*
  * The outbox job kinds of the payment pipeline. Each handler is idempotent: it may run again after
@@ -39,6 +39,12 @@ export function paymentJobKinds(p: Payments): JobKind[] {
       kind: 'payment.readback',
       async run(payload) {
         await readBack(p, attemptPayload.parse(payload).attemptId);
+      },
+    },
+    {
+      kind: 'payment.abandon',
+      async run(payload) {
+        await abandonSuperseded(p, attemptPayload.parse(payload).attemptId);
       },
     },
     {

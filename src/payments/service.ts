@@ -402,6 +402,20 @@ async function operationAttempt(tx: Tx, order: Order, payment: string | undefine
 }
 
 /**
+ * A new attempt replaced this one while its gateway page may still be open (another tab): where
+ * the gateway can, that page is closed (`abandon`), so the customer cannot pay twice. A payment
+ * made there meanwhile is applied as a superseded attempt's (a capture holds a paid order for a
+ * refund, as before).
+ */
+export async function abandonSuperseded(p: Payments, attemptId: string): Promise<void> {
+  const { attempt, order } = await loadAttempt(p, attemptId);
+  const provider = providerFor(p, attempt.provider);
+  if (order.current_attempt_id === attempt.id || attempt.state !== 'pending' || !provider.abandon) return;
+  const facts = await provider.abandon(await attemptContext(p, attempt, order), `kessai-supersede-${attempt.id}`);
+  await applyFacts(p, attempt, facts, 'readback');
+}
+
+/**
  * The reservation's time is up. The gateway is asked first (the customer may have paid a moment
  * ago), and where it can, told to stop taking the payment: a payment page left open would take
  * money for stock given back. Only an order still waiting for payment afterwards expires and gives

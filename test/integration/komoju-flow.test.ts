@@ -407,6 +407,24 @@ forEachEngine('KOMOJU through the store', (engine) => {
     assert.equal((await events(store, second.orderId)).filter((e) => e.outcome === 'applied').length, 1);
   });
 
+  it('paying again closes the earlier KOMOJU page: the old tab cannot take a second payment', async () => {
+    const code = await product(store, 3, 2400);
+    const order = await placeOrder(store, code);
+    const secondUrl = await payAgain(store, order.token);
+    // The worker closes the first session at KOMOJU, the customer's old tab with it.
+    await eventually(async () => assert.equal((await atKomoju(store, order.orderId, 0)).session.status, 'cancelled'), 10_000);
+    const oldTab = await submit(`${order.sessionUrl}/pay/credit_card`, card(CARD_OK));
+    assert.notEqual(oldTab.status, 303, 'the old page takes no card');
+    assert.match(await oldTab.text(), /cancelled by the shop/);
+    assert.equal((await atKomoju(store, order.orderId, 0)).payment, undefined, 'no payment in the first session');
+    await comeBack(store, await payByCard(secondUrl), order.token);
+    assert.equal((await view(store, order.token)).state, 'paid');
+    const [first, second] = await attempts(store, order.orderId);
+    assert.equal(first?.state, 'expired', 'the first attempt ended');
+    assert.equal(second?.state, 'captured');
+    assert.deepEqual(await alertsOf(store, order.orderId), []);
+  });
+
   it('a cancel of an earlier session never cancels the order paid through a later one', async () => {
     await faults(store, { staleCancel: true });
     const code = await product(store, 3, 2200);
