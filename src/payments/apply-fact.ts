@@ -304,7 +304,8 @@ async function settle(ctx: Context, tx: Tx, event: EventRow, recorded: boolean, 
     await recordChange(tx, 'payment', paymentChange.id, paymentChange.from, paymentChange.to, cause);
   }
   // Money went back through a superseded payment (a duplicate the operator refunded): it steers
-  // nothing, but the customer is told of the refund like any other.
+  // nothing, but the customer is told of the refund like any other. Not an effect of `decide`:
+  // its effects are those of an order transition's table row, and the order does not move.
   if (d.outcome === 'stale_attempt' && f.fact.type === 'refunded') await enqueue(tx, { kind: 'mail.send', payload: { template: 'refund', orderId: order.id } });
   return { outcome: d.outcome, orderId: order.id, orderState, paymentState: d.payment.state, note: d.note };
 }

@@ -156,9 +156,7 @@ export interface CheckoutResult {
 export async function checkout(p: Payments, input: unknown, checkoutKey?: string): Promise<CheckoutResult> {
   let created;
   try {
-    if (checkoutKey !== undefined && !IDEMPOTENCY_KEY.test(checkoutKey)) {
-      throw invalid([{ field: 'Idempotency-Key', reason: 'must be 1 to 255 visible ASCII characters (a UUID, for example)' }]);
-    }
+    checkIdempotencyKey(checkoutKey);
     const order = parseInput(orderInput, input);
     // An unknown shop is reported by createValidOrder, with the field named.
     const shop = await p.ctx.db.selectFrom('shops').select('id').where('id', '=', order.shop).executeTakeFirst();
@@ -332,7 +330,11 @@ const positiveYen = (field: string, amount: unknown): number => {
 };
 
 /** An Idempotency-Key as the API and the CLI take it: visible ASCII, at most 255 characters. */
-const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
+function checkIdempotencyKey(key: string | undefined): void {
+  if (key !== undefined && !/^[\x21-\x7e]{1,255}$/.test(key)) {
+    throw invalid([{ field: 'Idempotency-Key', reason: 'must be 1 to 255 visible ASCII characters (a UUID, for example)' }]);
+  }
+}
 
 /**
  * An operator asks for a capture, refund or cancel. The request is checked against the money the
@@ -349,9 +351,7 @@ const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
  * by naming it.
  */
 export async function requestOperation(p: Payments, orderRef: string, op: Operation, idempotencyKey?: string): Promise<{ jobKey: string; replayed: boolean }> {
-  if (idempotencyKey !== undefined && !IDEMPOTENCY_KEY.test(idempotencyKey)) {
-    throw invalid([{ field: 'Idempotency-Key', reason: 'must be 1 to 255 visible ASCII characters (a UUID, for example)' }]);
-  }
+  checkIdempotencyKey(idempotencyKey);
   const found = await findOrder(p.ctx, orderRef);
   const amount = op.kind === 'cancel' ? 0 : positiveYen('amount', op.amount);
   return p.ctx.db.transaction().execute(async (tx) => {

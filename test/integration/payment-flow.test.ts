@@ -69,6 +69,14 @@ async function placeOrder(store: TestStore, lines: { sku: string; quantity: numb
   return { token: body.orderToken, number: body.order.number, orderId: row.id, total: body.order.total, payUrl: body.payment.url };
 }
 
+/** The customer pays again with testpay (another tab, or after a decline); answers the new payment page. */
+async function payAgain(store: TestStore, token: string): Promise<string> {
+  const res = await fetch(`${store.url}/api/orders/${token}/payments`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ provider: 'testpay' }) });
+  const body = (await res.json()) as { payment: { url: string } };
+  assert.equal(res.status, 201, JSON.stringify(body));
+  return body.payment.url;
+}
+
 /** Presses a button on the gateway's hosted page; answers where the gateway sends the browser. */
 async function press(payUrl: string, choice: string): Promise<URL> {
   const res = await fetch(`${payUrl}/${choice}`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: '', redirect: 'manual' });
@@ -519,13 +527,7 @@ forEachEngine('payment flow through the gateway', (engine) => {
     const code = await product(store, 10, 1100);
     const order = await placeOrder(store, [{ sku: code, quantity: 1 }]);
     // The customer opens a second payment (another tab) while the first is still open at the gateway.
-    const retry = await fetch(`${store.url}/api/orders/${order.token}/payments`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ provider: 'testpay' }),
-    });
-    assert.equal(retry.status, 201);
-    const second = ((await retry.json()) as { payment: { url: string } }).payment.url;
+    const second = await payAgain(store, order.token);
     await press(second, 'card');
     await notificationsApplied(store);
     assert.equal(await stateOf(store, order.token), 'paid');
@@ -544,12 +546,7 @@ forEachEngine('payment flow through the gateway', (engine) => {
     store.startWorker();
     const code = await product(store, 10, 1300);
     const order = await placeOrder(store, [{ sku: code, quantity: 1 }]);
-    const retry = await fetch(`${store.url}/api/orders/${order.token}/payments`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ provider: 'testpay' }),
-    });
-    const second = ((await retry.json()) as { payment: { url: string } }).payment.url;
+    const second = await payAgain(store, order.token);
     await press(second, 'card');
     await notificationsApplied(store);
     await press(order.payUrl, 'card'); // the old tab pays as well
@@ -586,12 +583,7 @@ forEachEngine('payment flow through the gateway', (engine) => {
   it('a konbini slip of an old attempt expiring after the order was paid by card leaves the order paid', async () => {
     const code = await product(store, 10, 1700);
     const order = await placeOrder(store, [{ sku: code, quantity: 1 }]);
-    const retry = await fetch(`${store.url}/api/orders/${order.token}/payments`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ provider: 'testpay' }),
-    });
-    const second = ((await retry.json()) as { payment: { url: string } }).payment.url;
+    const second = await payAgain(store, order.token);
 
     // The old tab picks konbini: a superseded attempt must not steer the order.
     await press(order.payUrl, 'konbini');
